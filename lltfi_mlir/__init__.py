@@ -1,0 +1,8 @@
+"""lltfi-mlir: instruction-level fault injection for ONNX models and C/C++ programs through MLIR."""
+
+from .build import Build
+from .compiler import CompileOptions, compile_onnx
+from .errors import LltfiError
+
+__all__ = ["Build", "CompileOptions", "compile_onnx", "LltfiError"]
+__version__ = "0.1.0"

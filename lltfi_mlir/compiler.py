@@ -1,0 +1,105 @@
+"""The compile pipeline, stage by stage: load -> import -> lower -> translate -> llc -> link.
+
+Writes the artifacts a researcher reads (`model.linalg.mlir`, `model.llvm.mlir` with locations,
+`model.ll`, the executable, `manifest.json`) and returns a `Build` that can run the program.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from mlir import ir
+
+from .build import Build
+from .dialect_passes.lowering import lower_to_llvm
+from .errors import UsageError
+from .frontend.importer import ImportConfig, check_supported, import_model
+from .frontend.onnx_loader import LoadedModel, load_onnx, prepare
+from .llvm_backend.codegen import build_native
+from .llvm_backend.glue import generate_glue
+from .llvm_backend.weights import externalize_weights, write_weights_assembly
+
+STEM = "model"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Options of `lltfi-mlir compile`."""
+
+    # llc optimisation level; the paper injects at -O0, where nothing merges or reorders arithmetic.
+    opt_level: int = 0
+    # Input shapes / dynamic dimension values, as parsed from `--shape` (default: every free dim = 1).
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    entry: str = "main_graph"
+
+
+def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
+    per_type: Counter[str] = Counter()
+    nodes = []
+    for index, node in enumerate(loaded.model.graph.node):
+        nodes.append({
+            "name": node.name,
+            "op_type": node.op_type,
+            "index": index,
+            "type_index": per_type[node.op_type],
+            "outputs": [{"name": o, "shape": list(loaded.shapes.get(o, ()))} for o in node.output if o],
+        })
+        per_type[node.op_type] += 1
+    return nodes
+
+
+def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
+                 options: CompileOptions = CompileOptions()) -> Build:
+    """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
+    if options.opt_level not in (0, 1, 2, 3):
+        raise UsageError(f"--opt-level {options.opt_level}: must be 0, 1, 2 or 3")
+    out_dir = Path(out_dir)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    loaded = prepare(proto, options.shapes)
+    check_supported(loaded)  # before any compilation work or output files
+    seconds["load"] = time.perf_counter() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    with ir.Context(), ir.Location.unknown():
+        start = time.perf_counter()
+        module, importer = import_model(loaded, ImportConfig(entry=options.entry))
+        seconds["import"] = time.perf_counter() - start
+        with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
+            module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)
+        lowering = lower_to_llvm(module)
+        seconds["passes"] = lowering.seconds["passes"]
+        weights = externalize_weights(module, importer.pool.arrays)
+        llvm_mlir = out_dir / f"{STEM}.llvm.mlir"
+        with open(llvm_mlir, "w") as handle:
+            module.operation.print(file=handle, enable_debug_info=True)
+        asm = write_weights_assembly(weights, importer.pool.arrays, out_dir)
+
+    inputs = [(n, tuple(loaded.shapes[n])) for n in loaded.inputs]
+    outputs = [(n, tuple(loaded.shapes[n])) for n in loaded.outputs]
+    glue = out_dir / "glue.c"
+    glue.write_text(generate_glue(options.entry, inputs, outputs))
+    seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, asm], options.opt_level))
+
+    manifest = {
+        "format": 1,
+        "source": str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
+        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "opset": loaded.opset,
+        "entry": options.entry,
+        "opt_level": options.opt_level,
+        "executable": STEM,
+        "inputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in inputs],
+        "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs],
+        "nodes": _manifest_nodes(loaded),
+        "weights_bytes": weights.nbytes,
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Build(out_dir)

@@ -1,0 +1,154 @@
+"""Small builders over the MLIR Python bindings shared by the operator handlers.
+
+Everything is built at the tensor level with static shapes; every helper uses the current
+`Location` and `InsertionPoint`, so the handler's `with Location.name(node.name)` reaches every op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from mlir import ir
+from mlir.dialects import arith, linalg, tensor
+
+PARALLEL = "parallel"
+REDUCTION = "reduction"
+# Constants with more elements than this become dense resources (zero-copy from numpy).
+RESOURCE_THRESHOLD = 64
+
+
+def f32() -> ir.Type:
+    return ir.F32Type.get()
+
+
+def tensor_type(shape: Sequence[int]) -> ir.RankedTensorType:
+    return ir.RankedTensorType.get(list(shape), f32())
+
+
+def shape_of(value: ir.Value) -> tuple[int, ...]:
+    return tuple(ir.RankedTensorType(value.type).shape)
+
+
+def empty(shape: Sequence[int]) -> ir.Value:
+    return tensor.EmptyOp(list(shape), f32()).result
+
+
+def scalar(value: float) -> ir.Value:
+    return arith.ConstantOp(f32(), ir.FloatAttr.get(f32(), float(value))).result
+
+
+def fill(shape: Sequence[int], value: float) -> ir.Value:
+    return linalg.fill(scalar(value), outs=[empty(shape)])
+
+
+class ConstantPool:
+    """Keeps the numpy buffers behind dense resources alive as long as the module lives."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def constant(self, array: np.ndarray, name: str) -> ir.Value:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        ttype = tensor_type(array.shape)
+        if array.size <= RESOURCE_THRESHOLD:
+            attr = ir.DenseElementsAttr.get(array, type=ttype)
+        else:
+            handle = f"w{len(self.arrays)}_" + "".join(c if c.isalnum() else "_" for c in name)[:48]
+            self.arrays[handle] = array
+            attr = ir.DenseResourceElementsAttr.get_from_buffer(memoryview(array), handle, ttype)
+        return arith.ConstantOp(ttype, attr).result
+
+
+def affine_map(num_dims: int, exprs: Sequence[ir.AffineExpr]) -> ir.AffineMap:
+    return ir.AffineMap.get(num_dims, 0, list(exprs))
+
+
+def dims(num_dims: int) -> list[ir.AffineExpr]:
+    return [ir.AffineDimExpr.get(i) for i in range(num_dims)]
+
+
+def const_expr(value: int) -> ir.AffineExpr:
+    return ir.AffineConstantExpr.get(value)
+
+
+def generic(inputs: Sequence[ir.Value], input_maps: Sequence[ir.AffineMap], init: ir.Value,
+            output_map: ir.AffineMap, iterators: Sequence[str],
+            body: Callable[..., ir.Value]) -> ir.Value:
+    """One linalg.generic with a single output; `body(*input_scalars, out_scalar)` gives the yield."""
+    out_type = init.type
+    op = linalg.GenericOp(
+        [out_type], list(inputs), [init],
+        ir.ArrayAttr.get([ir.AffineMapAttr.get(m) for m in list(input_maps) + [output_map]]),
+        ir.ArrayAttr.get([ir.Attribute.parse(f"#linalg.iterator_type<{it}>") for it in iterators]),
+    )
+    block = op.regions[0].blocks.append(*([f32()] * (len(inputs) + 1)))
+    with ir.InsertionPoint(block):
+        linalg.YieldOp([body(*block.arguments)])
+    return op.result
+
+
+def broadcast_map(in_shape: Sequence[int], out_shape: Sequence[int]) -> ir.AffineMap:
+    """Numpy broadcasting as an indexing map: missing leading dims dropped, size-1 dims pinned to 0."""
+    rank = len(out_shape)
+    offset = rank - len(in_shape)
+    exprs = []
+    for i, size in enumerate(in_shape):
+        out_size = out_shape[offset + i]
+        exprs.append(const_expr(0) if size == 1 and out_size != 1 else ir.AffineDimExpr.get(offset + i))
+    return affine_map(rank, exprs)
+
+
+def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
+    return tuple(np.broadcast_shapes(*[tuple(s) for s in shapes]))
+
+
+def elementwise(values: Sequence[ir.Value], body: Callable[..., ir.Value],
+                out_shape: Sequence[int] | None = None) -> ir.Value:
+    """Apply `body` to broadcast scalars of `values`; the output slot is ignored."""
+    shapes = [shape_of(v) for v in values]
+    out_shape = tuple(out_shape) if out_shape is not None else broadcast_shape(*shapes)
+    rank = len(out_shape)
+    return generic(values, [broadcast_map(s, out_shape) for s in shapes], empty(out_shape),
+                   affine_map(rank, dims(rank)), [PARALLEL] * rank,
+                   lambda *args: body(*args[:-1]))
+
+
+def reassociation_all(rank: int) -> list[list[int]]:
+    return [list(range(rank))] if rank else []
+
+
+def reshape(value: ir.Value, new_shape: Sequence[int]) -> ir.Value:
+    """Any contiguous reshape: collapse to 1-D, then expand. Both become views after bufferization."""
+    old_shape = shape_of(value)
+    new_shape = tuple(int(d) for d in new_shape)
+    if old_shape == new_shape:
+        return value
+    assert int(np.prod(old_shape)) == int(np.prod(new_shape)), (old_shape, new_shape)
+    flat = value
+    if len(old_shape) != 1:
+        flat = tensor.CollapseShapeOp(tensor_type([int(np.prod(old_shape))]), value,
+                                      reassociation_attr(reassociation_all(len(old_shape)))).result
+    if len(new_shape) == 1:
+        return flat
+    return tensor.ExpandShapeOp(tensor_type(new_shape), flat,
+                                reassociation_attr(reassociation_all(len(new_shape))), [],
+                                ir.DenseI64ArrayAttr.get(list(new_shape))).result
+
+
+def reassociation_attr(groups: list[list[int]]) -> ir.ArrayAttr:
+    i64 = ir.IntegerType.get_signless(64)
+    return ir.ArrayAttr.get([ir.ArrayAttr.get([ir.IntegerAttr.get(i64, d) for d in g]) for g in groups])
+
+
+def pad(value: ir.Value, low: Sequence[int], high: Sequence[int], pad_value: float) -> ir.Value:
+    if not any(low) and not any(high):
+        return value
+    shape = shape_of(value)
+    out_shape = [s + lo + hi for s, lo, hi in zip(shape, low, high)]
+    op = tensor.PadOp(tensor_type(out_shape), value, [], [], ir.DenseI64ArrayAttr.get(list(low)),
+                      ir.DenseI64ArrayAttr.get(list(high)))
+    block = op.regions[0].blocks.append(*([ir.IndexType.get()] * len(shape)))
+    with ir.InsertionPoint(block):
+        tensor.YieldOp(scalar(pad_value))
+    return op.result

@@ -1,0 +1,186 @@
+"""ONNX graph -> MLIR module in upstream dialects, one handler per ONNX op type.
+
+Every op a node produces is built under `Location.name(<node name>)`, so each `llvm.fmul` that the
+lowering eventually emits still names the ONNX node it computes; the fault-site selection by
+operator type, node name and layer number rests on that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from mlir import ir
+from mlir.dialects import func, linalg
+
+from ..errors import ModelImportError
+from . import builders as b
+from .onnx_loader import LoadedModel
+
+Handler = Callable[["Importer", onnx.NodeProto], list]
+HANDLERS: dict[str, Handler] = {}
+
+# ONNX element types accepted on the computation path; everything else is refused up front.
+FLOAT_TYPES = {onnx.TensorProto.FLOAT}
+
+
+def handler(*op_types: str) -> Callable[[Handler], Handler]:
+    """Register a function as the importer of the given ONNX op types."""
+
+    def register(fn: Handler) -> Handler:
+        for op_type in op_types:
+            HANDLERS[op_type] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Options of the importer."""
+
+    # Name of the entry function; the C controller calls `_mlir_ciface_<entry>`.
+    entry: str = "main_graph"
+
+
+def supported_op_types() -> list[str]:
+    _load_handlers()
+    return sorted(HANDLERS)
+
+
+def _load_handlers() -> None:
+    from . import ops  # noqa: F401  (registers the handlers)
+
+
+def check_supported(loaded: LoadedModel) -> None:
+    """Refuse the whole model before any work if any op is unsupported, listing every offender."""
+    _load_handlers()
+    missing: dict[str, list[str]] = {}
+    for node in loaded.model.graph.node:
+        if node.op_type not in HANDLERS or node.domain not in ("", "ai.onnx"):
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            missing.setdefault(key, []).append(node.name)
+    if missing:
+        parts = [f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+                 for op, names in sorted(missing.items())]
+        raise ModelImportError("unsupported ONNX operators: " + "; ".join(parts))
+    for name in loaded.inputs + loaded.outputs:
+        dtype = loaded.dtypes.get(name)
+        if name in loaded.constants and name in loaded.outputs:
+            continue
+        if dtype not in FLOAT_TYPES:
+            kind = onnx.TensorProto.DataType.Name(dtype) if dtype else "unknown"
+            raise ModelImportError(f"tensor '{name}' has element type {kind}; only float32 model "
+                                   "inputs and outputs are supported")
+        if name not in loaded.shapes:
+            raise ModelImportError(f"tensor '{name}' has no static shape after shape inference")
+
+
+class Importer:
+    """Builds one `func.func` from a prepared ONNX graph."""
+
+    def __init__(self, loaded: LoadedModel, config: ImportConfig = ImportConfig()) -> None:
+        self.loaded = loaded
+        self.config = config
+        self.opset = loaded.opset
+        self.values: dict[str, ir.Value] = {}
+        self.pool = b.ConstantPool()
+        self.node: onnx.NodeProto | None = None
+
+    # -- helpers for handlers -------------------------------------------------------------------
+    def error(self, message: str) -> ModelImportError:
+        node = self.node
+        return ModelImportError(message, node.name if node else None, node.op_type if node else None,
+                                self.opset)
+
+    def attrs(self, node: onnx.NodeProto) -> dict[str, object]:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of a constant input (initializer or folded), or None if computed at run time."""
+        return self.loaded.constants.get(name) if name else None
+
+    def require_const(self, name: str, what: str) -> np.ndarray:
+        value = self.const(name)
+        if value is None:
+            raise self.error(f"{what} must be a constant (input '{name}' is computed at run time)")
+        return value
+
+    def value(self, name: str) -> ir.Value:
+        """The tensor for an input name, materialising constants as f32 on first use."""
+        if name in self.values:
+            return self.values[name]
+        array = self.const(name)
+        if array is None:
+            raise self.error(f"input '{name}' is not produced by any node")
+        if array.dtype.kind not in "fiub":
+            raise self.error(f"constant '{name}' of dtype {array.dtype} cannot be used as a tensor")
+        if array.dtype.kind != "f":
+            raise self.error(f"tensor '{name}' has integer type {array.dtype}; only float32 "
+                             "computations are supported")
+        val = self.pool.constant(array.astype(np.float32), name)
+        self.values[name] = val
+        return val
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self.values:
+            return b.shape_of(self.values[name])
+        if name in self.loaded.shapes:
+            return self.loaded.shapes[name]
+        raise self.error(f"no static shape known for '{name}'")
+
+    # -- the import itself ----------------------------------------------------------------------
+    def import_module(self) -> ir.Module:
+        """Must be called inside an active `ir.Context`."""
+        check_supported(self.loaded)
+        loaded = self.loaded
+        module = ir.Module.create(loc=ir.Location.unknown())
+        with ir.Location.unknown():
+            return self._build(module)
+
+    def _build(self, module: ir.Module) -> ir.Module:
+        loaded = self.loaded
+        in_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.inputs]
+        out_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.outputs]
+        with ir.InsertionPoint(module.body), ir.Location.name("graph"):
+            fn = func.FuncOp(self.config.entry, ir.FunctionType.get(in_types, out_types))
+            fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+            block = fn.add_entry_block()
+            for name, arg in zip(loaded.inputs, block.arguments):
+                self.values[name] = arg
+            with ir.InsertionPoint(block):
+                for node in loaded.model.graph.node:
+                    self._import_node(node)
+                self.node = None
+                results = []
+                for name in loaded.outputs:
+                    with ir.Location.name(name):
+                        val = self.value(name)
+                        if val in results or name in loaded.inputs or name in loaded.constants:
+                            # A returned argument/constant/alias still needs its own buffer.
+                            val = b.elementwise([val], lambda x: x)
+                    results.append(val)
+                func.ReturnOp(results)
+        return module
+
+    def _import_node(self, node: onnx.NodeProto) -> None:
+        self.node = node
+        with ir.Location.name(node.name):
+            outputs = HANDLERS[node.op_type](self, node)
+        for name, val in zip(node.output, outputs):
+            if not name or val is None:
+                continue
+            expected = self.loaded.shapes.get(name)
+            got = b.shape_of(val)
+            if expected is not None and tuple(expected) != got:
+                raise self.error(f"output '{name}' built with shape {got}, ONNX shape inference says "
+                                 f"{tuple(expected)}")
+            self.values[name] = val
+
+
+def import_model(loaded: LoadedModel, config: ImportConfig = ImportConfig()) -> tuple[ir.Module, Importer]:
+    """Import inside the caller's Context; the Importer is returned to keep weight buffers alive."""
+    imp = Importer(loaded, config)
+    return imp.import_module(), imp

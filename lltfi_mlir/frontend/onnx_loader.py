@@ -1,0 +1,245 @@
+"""Load an ONNX file and bring it to the form the importer expects.
+
+The importer only sees static shapes, float32 activations and no shape arithmetic: exporters
+(tf2onnx, Keras, the torch dynamo exporter) leave dynamic batch dimensions and Shape/Gather/Concat
+chains that compute reshape targets. Binding the dynamic dimensions, running ONNX shape inference
+and evaluating every node whose inputs are all constants removes them before import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper, shape_inference
+
+from ..errors import ModelImportError, UsageError
+
+@dataclass
+class LoadedModel:
+    """A model ready for import: static shapes, constants separated from the computation."""
+
+    model: onnx.ModelProto
+    opset: int
+    constants: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, int]
+    inputs: list[str]
+    outputs: list[str]
+    node_names: list[str] = field(default_factory=list)
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Read a model file, turning every way it can be unreadable into one UsageError."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"model file not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"expected an ONNX file, got a directory: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelImportError(f"cannot parse {path} as ONNX: {exc.__class__.__name__}: {exc}") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelImportError(f"{path} holds no graph (is it an ONNX model?)")
+    return model
+
+
+def parse_shape_overrides(items: list[str]) -> dict[str, object]:
+    """`NAME=1x8x8x1` (an input's full shape) or `DIM=4` (a named dynamic dimension)."""
+    overrides: dict[str, object] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"--shape {item!r}: expected NAME=1x8x8x1 or DIMNAME=4")
+        try:
+            dims = tuple(int(d) for d in value.lower().split("x"))
+        except ValueError:
+            raise UsageError(f"--shape {item!r}: dimensions must be integers separated by 'x'") from None
+        if any(d <= 0 for d in dims):
+            raise UsageError(f"--shape {item!r}: dimensions must be positive")
+        overrides[name] = dims
+    return overrides
+
+
+def _bind_dims(model: onnx.ModelProto, overrides: dict[str, object]) -> None:
+    """Give every graph input a static shape: overrides first, then 1 for anything symbolic."""
+    initializer_names = {init.name for init in model.graph.initializer}
+    input_names = {i.name for i in model.graph.input}
+    dim_names = set()
+    for inp in model.graph.input:
+        for dim in inp.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim_names.add(dim.dim_param)
+    unknown = [k for k in overrides if k not in input_names and k not in dim_names]
+    if unknown:
+        raise UsageError(f"--shape names {unknown} match no model input ({sorted(input_names)}) "
+                         f"and no dynamic dimension ({sorted(dim_names)})")
+    for inp in model.graph.input:
+        if inp.name in initializer_names:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if inp.name in overrides:
+            shape = overrides[inp.name]
+            if len(shape) != len(dims):
+                raise UsageError(f"--shape {inp.name}: rank {len(shape)} given, the model input has "
+                                 f"rank {len(dims)}")
+            for dim, value in zip(dims, shape):
+                if dim.HasField("dim_value") and dim.dim_value not in (0, value):
+                    raise UsageError(f"--shape {inp.name}: dimension fixed to {dim.dim_value} by the "
+                                     f"model, {value} given")
+                dim.Clear()
+                dim.dim_value = value
+            continue
+        for dim in dims:
+            if dim.HasField("dim_value") and dim.dim_value > 0:
+                continue
+            value = overrides.get(dim.dim_param, (1,))[0] if dim.HasField("dim_param") else 1
+            dim.Clear()
+            dim.dim_value = value
+    # Intermediate value_info and outputs may carry stale symbolic dims; inference recomputes them.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None
+
+
+def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset_imports) -> list[np.ndarray]:
+    from onnx.reference import ReferenceEvaluator
+
+    inputs = [onnx.helper.make_tensor_value_info(f"in{i}", onnx.TensorProto.UNDEFINED, None)
+              for i in range(len(node.input))]
+    renamed = onnx.NodeProto()
+    renamed.CopyFrom(node)
+    del renamed.input[:]
+    renamed.input.extend(f"in{i}" if name else "" for i, name in enumerate(node.input))
+    del renamed.output[:]
+    renamed.output.extend(f"out{i}" for i in range(len(node.output)))
+    outputs = [onnx.helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.UNDEFINED, None)
+               for i in range(len(node.output))]
+    graph = onnx.helper.make_graph([renamed], "fold", [inputs[i] for i, n in enumerate(node.input) if n],
+                                   outputs)
+    model = onnx.helper.make_model(graph, opset_imports=list(opset_imports))
+    feeds = {f"in{i}": v for i, v in enumerate(values) if node.input[i]}
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def _fold_constants(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Evaluate Constant nodes, Shape of static tensors and anything whose inputs are all constant."""
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = _constant_value(node)
+            if value is None:
+                raise ModelImportError("Constant without a supported value attribute",
+                                       node.name, node.op_type, None)
+            constants[node.output[0]] = value
+            continue
+        if node.op_type == "Shape" and node.input[0] in shapes and node.domain in ("", "ai.onnx"):
+            full = np.array(shapes[node.input[0]], dtype=np.int64)
+            start = next((a.i for a in node.attribute if a.name == "start"), 0)
+            end = next((a.i for a in node.attribute if a.name == "end"), None)
+            constants[node.output[0]] = full[start:end]
+            continue
+        if node.op_type == "Size" and node.input[0] in shapes:
+            constants[node.output[0]] = np.array(int(np.prod(shapes[node.input[0]])), dtype=np.int64)
+            continue
+        ins = [n for n in node.input if n]
+        if ins and all(n in constants for n in ins) and node.domain in ("", "ai.onnx") \
+                and node.op_type not in ("RandomNormalLike", "RandomUniformLike"):
+            vals = [constants.get(n) if n else None for n in node.input]
+            try:
+                results = _evaluate(node, vals, model.opset_import)
+            except Exception:
+                kept.append(node)
+                continue
+            for name, value in zip(node.output, results):
+                constants[name] = np.asarray(value)
+            continue
+        kept.append(node)
+    # Graph outputs that folded to constants are materialised by the importer.
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return constants
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise ModelImportError(f"ONNX shape inference failed: {exc}") from None
+
+
+def _collect_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, int] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type"):
+            dtypes[vi.name] = tt.elem_type
+            if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
+                shapes[vi.name] = tuple(int(d.dim_value) for d in tt.shape.dim)
+    return shapes, dtypes
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Unnamed (or duplicate-named) nodes get onnx-mlir style `<OpType>_<index>` names."""
+    seen: set[str] = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+
+
+def prepare(model: onnx.ModelProto, overrides: dict[str, object] | None = None) -> LoadedModel:
+    """Bind dims, infer shapes, fold shape subgraphs; repeat until nothing folds any more."""
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    model = model_copy
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:
+        raise ModelImportError("model imports no version of the default ONNX domain")
+    if model.functions:
+        # Local functions (dynamo exporter) are inlined so the importer sees plain nodes.
+        from onnx import inliner
+        model = inliner.inline_local_functions(model)
+    name_nodes(model)
+    _bind_dims(model, overrides or {})
+    initializer_names = {init.name for init in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
+    constants: dict[str, np.ndarray] = {}
+    for _ in range(8):
+        model = _infer(model)
+        shapes, dtypes = _collect_shapes(model)
+        before = len(model.graph.node)
+        constants = _fold_constants(model, shapes)
+        # Folded values become initializers so the next inference round sees them as data.
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(
+            numpy_helper.from_array(np.asarray(v), name) for name, v in constants.items())
+        if len(model.graph.node) == before:
+            break
+    model = _infer(model)
+    shapes, dtypes = _collect_shapes(model)
+    for name, value in constants.items():
+        shapes[name] = tuple(value.shape)
+    outputs = [o.name for o in model.graph.output]
+    return LoadedModel(model=model, opset=opset, constants=constants, shapes=shapes, dtypes=dtypes,
+                       inputs=inputs, outputs=outputs, node_names=[n.name for n in model.graph.node])

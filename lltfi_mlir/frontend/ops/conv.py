@@ -1,0 +1,67 @@
+"""Conv (any spatial rank, groups, strides, dilations, pads, auto_pad) as one linalg.generic.
+
+A generic op rather than `linalg.conv_2d_*` so that 1-D/3-D, grouped and depthwise convolutions
+share one path and the body ops are born with the node's location. The iteration order is
+(n, g, m, o..., c, k...): for each output element, a chain `acc + x * w` of fmul/fadd pairs,
+the instruction pattern the LLTFI paper injects into.
+"""
+
+from __future__ import annotations
+
+import onnx
+from mlir import ir
+from mlir.dialects import arith
+
+from .. import builders as b
+from ..importer import Importer, handler
+from .windows import explicit_pads, window_attrs
+
+
+@handler("Conv")
+def conv(imp: Importer, node: onnx.NodeProto) -> list:
+    attrs = imp.attrs(node)
+    x_shape = imp.shape(node.input[0])
+    w_shape = imp.shape(node.input[1])
+    rank = len(x_shape) - 2
+    if rank < 1:
+        raise imp.error(f"Conv input must have rank >= 3, got {x_shape}")
+    n, channels = x_shape[:2]
+    m, cg = w_shape[:2]
+    kernel = list(attrs.get("kernel_shape", w_shape[2:]))
+    group = int(attrs.get("group", 1))
+    if channels != cg * group or m % group:
+        raise imp.error(f"Conv channels {channels} / weights {w_shape} do not match group={group}")
+    strides, dilations = window_attrs(attrs, rank, kernel)
+    low, high = explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    out_shape = imp.shape(node.output[0])
+    out_spatial = out_shape[2:]
+    mg = m // group
+
+    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + high, 0.0)
+    padded = b.shape_of(x)
+    x = b.reshape(x, (n, group, cg) + padded[2:])
+    w = b.reshape(imp.value(node.input[1]), (group, mg, cg) + tuple(kernel))
+
+    acc_shape = (n, group, mg) + tuple(out_spatial)
+    if len(node.input) > 2 and node.input[2]:
+        bias = b.reshape(imp.value(node.input[2]), (group, mg))
+        acc_rank = len(acc_shape)
+        init = b.generic([bias], [b.affine_map(acc_rank, [ir.AffineDimExpr.get(1), ir.AffineDimExpr.get(2)])],
+                         b.empty(acc_shape), b.affine_map(acc_rank, b.dims(acc_rank)),
+                         [b.PARALLEL] * acc_rank, lambda v, _: v)
+    else:
+        init = b.fill(acc_shape, 0.0)
+
+    # Loop dims: n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}
+    num = 3 + rank + 1 + rank
+    d = b.dims(num)
+    o = d[3:3 + rank]
+    c = d[3 + rank]
+    k = d[4 + rank:]
+    x_map = b.affine_map(num, [d[0], d[1], c] + [o[i] * strides[i] + k[i] * dilations[i] for i in range(rank)])
+    w_map = b.affine_map(num, [d[1], d[2], c] + k)
+    out_map = b.affine_map(num, [d[0], d[1], d[2]] + o)
+    iterators = [b.PARALLEL] * (3 + rank) + [b.REDUCTION] * (1 + rank)
+    y = b.generic([x, w], [x_map, w_map], init, out_map, iterators,
+                  lambda xv, wv, acc: arith.addf(acc, arith.mulf(xv, wv)))
+    return [b.reshape(y, out_shape)]

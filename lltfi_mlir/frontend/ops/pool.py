@@ -1,0 +1,91 @@
+"""MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool as windowed linalg.generic reductions.
+
+The window extent is carried by an unused `tensor.empty` operand, as linalg's named pooling ops do.
+AveragePool sums, then divides by a per-position count computed here with numpy, which covers
+count_include_pad, ceil_mode and auto_pad with one rule.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from mlir.dialects import arith
+
+from .. import builders as b
+from ..importer import Importer, handler
+from .windows import explicit_pads, extra_high, window_attrs
+
+NEG_INF = float("-inf")
+
+
+def _window_reduce(x, out_shape, kernel, strides, dilations, init_value, combine):
+    rank = len(kernel)
+    num = 2 + 2 * rank
+    d = b.dims(num)
+    o, k = d[2:2 + rank], d[2 + rank:]
+    x_map = b.affine_map(num, [d[0], d[1]] + [o[i] * strides[i] + k[i] * dilations[i] for i in range(rank)])
+    w_map = b.affine_map(num, k)
+    out_map = b.affine_map(num, [d[0], d[1]] + o)
+    window = b.empty(kernel)
+    return b.generic([x, window], [x_map, w_map], b.fill(out_shape, init_value), out_map,
+                     [b.PARALLEL] * (2 + rank) + [b.REDUCTION] * rank,
+                     lambda xv, _w, acc: combine(acc, xv))
+
+
+def _geometry(imp: Importer, node: onnx.NodeProto):
+    attrs = imp.attrs(node)
+    x_shape = imp.shape(node.input[0])
+    rank = len(x_shape) - 2
+    kernel = list(attrs["kernel_shape"])
+    strides, dilations = window_attrs(attrs, rank, kernel)
+    low, high = explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    out_shape = imp.shape(node.output[0])
+    padded = [s + lo + hi for s, lo, hi in zip(x_shape[2:], low, high)]
+    more = extra_high(tuple(padded), out_shape[2:], kernel, strides, dilations)
+    return attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape
+
+
+@handler("MaxPool")
+def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
+    if len(node.output) > 1 and node.output[1]:
+        raise imp.error("the Indices output of MaxPool is not supported")
+    attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
+    high = [h + e for h, e in zip(high, more)]
+    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + high, NEG_INF)
+    return [_window_reduce(x, out_shape, kernel, strides, dilations, NEG_INF, arith.maximumf)]
+
+
+@handler("AveragePool")
+def average_pool(imp: Importer, node: onnx.NodeProto) -> list:
+    attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
+    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + [h + e for h, e in zip(high, more)], 0.0)
+    total = _window_reduce(x, out_shape, kernel, strides, dilations, 0.0, arith.addf)
+    # Which padded positions count towards the divisor.
+    spatial = x_shape[2:]
+    mask = np.ones(spatial, dtype=np.float64)
+    if attrs.get("count_include_pad", 0):
+        mask = np.pad(mask, list(zip(low, high)), constant_values=1.0)
+        mask = np.pad(mask, [(0, e) for e in more], constant_values=0.0)
+    else:
+        mask = np.pad(mask, [(lo, hi + e) for lo, hi, e in zip(low, high, more)], constant_values=0.0)
+    counts = np.zeros(out_shape[2:], dtype=np.float64)
+    for index in np.ndindex(*out_shape[2:]):
+        window = tuple(slice(i * s, i * s + (k - 1) * d + 1, d)
+                       for i, s, k, d in zip(index, strides, kernel, dilations))
+        counts[index] = mask[window].sum()
+    counts = imp.pool.constant(np.maximum(counts, 1.0).astype(np.float32), node.name + "_count")
+    return [b.elementwise([total, counts], lambda s, c: arith.divf(s, c), out_shape)]
+
+
+@handler("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(imp: Importer, node: onnx.NodeProto) -> list:
+    x = imp.value(node.input[0])
+    x_shape = b.shape_of(x)
+    rank = len(x_shape) - 2
+    kernel = list(x_shape[2:])
+    out_shape = tuple(x_shape[:2]) + (1,) * rank
+    if node.op_type == "GlobalMaxPool":
+        return [_window_reduce(x, out_shape, kernel, [1] * rank, [1] * rank, NEG_INF, arith.maximumf)]
+    total = _window_reduce(x, out_shape, kernel, [1] * rank, [1] * rank, 0.0, arith.addf)
+    count = float(np.prod(kernel))
+    return [b.elementwise([total], lambda s: arith.divf(s, b.scalar(count)))]

@@ -1,0 +1,103 @@
+/* Native driver of a compiled model: .npy inputs in, .npy outputs out, no Python at inference time.
+ *
+ *   program --input x.npy [--input x2.npy ...] [--output y.npy ...] [--repeat N] [--time]
+ *
+ * Exit status: 0 success, 2 bad input (missing file, wrong shape or dtype), 1 other failure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model_api.h"
+#include "npy.h"
+
+void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int64_t *sizes,
+                        const int64_t *strides, int rank) {
+  if (rank == 0) {
+    dst[0] = base[offset];
+    return;
+  }
+  int64_t index[NPY_MAX_RANK] = {0};
+  int64_t total = 1;
+  for (int i = 0; i < rank; i++) total *= sizes[i];
+  for (int64_t n = 0; n < total; n++) {
+    int64_t at = offset;
+    for (int i = 0; i < rank; i++) at += index[i] * strides[i];
+    dst[n] = base[at];
+    for (int i = rank - 1; i >= 0; i--) {
+      if (++index[i] < sizes[i]) break;
+      index[i] = 0;
+    }
+  }
+}
+
+static void shape_str(char *buf, size_t len, const int64_t *shape, int rank) {
+  size_t n = 0;
+  buf[0] = 0;
+  if (rank == 0) snprintf(buf, len, "scalar");
+  for (int i = 0; i < rank && n < len; i++)
+    n += snprintf(buf + n, len - n, i ? "x%lld" : "%lld", (long long)shape[i]);
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int main(int argc, char **argv) {
+  const char *in_paths[64], *out_paths[64];
+  int n_in = 0, n_out = 0, repeat = 1, show_time = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--input") && i + 1 < argc && n_in < 64) in_paths[n_in++] = argv[++i];
+    else if (!strcmp(argv[i], "--output") && i + 1 < argc && n_out < 64) out_paths[n_out++] = argv[++i];
+    else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--time")) show_time = 1;
+    else {
+      fprintf(stderr, "usage: %s --input x.npy ... [--output y.npy ...] [--repeat N] [--time]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (n_in != lltfi_num_inputs) {
+    fprintf(stderr, "error: the model takes %d input(s), %d given\n", lltfi_num_inputs, n_in);
+    return 2;
+  }
+  if (n_out != 0 && n_out != lltfi_num_outputs) {
+    fprintf(stderr, "error: the model has %d output(s), %d --output given\n", lltfi_num_outputs, n_out);
+    return 2;
+  }
+  float *inputs[64], *outputs[64];
+  for (int i = 0; i < n_in; i++) {
+    npy_array arr;
+    char err[512], got[128], want[128];
+    if (npy_read(in_paths[i], &arr, err, sizeof err)) {
+      fprintf(stderr, "error: %s\n", err);
+      return 2;
+    }
+    const lltfi_tensor_info *info = &lltfi_inputs[i];
+    int same = arr.rank == info->rank;
+    for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == info->shape[d];
+    shape_str(got, sizeof got, arr.shape, arr.rank);
+    shape_str(want, sizeof want, info->shape, info->rank);
+    if (!same || !arr.data) {
+      fprintf(stderr, "error: input %d ('%s') from %s: expected float32 of shape %s, got %s of shape %s\n",
+              i, info->name, in_paths[i], want, arr.descr, got);
+      return 2;
+    }
+    inputs[i] = arr.data;
+  }
+  for (int i = 0; i < lltfi_num_outputs; i++)
+    outputs[i] = malloc((lltfi_outputs[i].count ? lltfi_outputs[i].count : 1) * sizeof(float));
+  double start = now();
+  for (int r = 0; r < repeat; r++) lltfi_model_run(inputs, outputs);
+  double elapsed = now() - start;
+  if (show_time) fprintf(stderr, "time_per_inference_us %.3f\n", 1e6 * elapsed / (repeat > 0 ? repeat : 1));
+  for (int i = 0; i < n_out; i++) {
+    if (npy_write(out_paths[i], outputs[i], lltfi_outputs[i].shape, lltfi_outputs[i].rank)) {
+      fprintf(stderr, "error: cannot write %s\n", out_paths[i]);
+      return 1;
+    }
+  }
+  return 0;
+}
