@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -19,11 +21,29 @@ def llc(ll: Path, obj: Path, opt_level: int = 0) -> None:
               str(ll), "-o", str(obj)], "llc")
 
 
+def runtime_objects() -> list[Path]:
+    """Compile the C runtime once per content hash (cached under ~/.cache/lltfi-mlir)."""
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in SOURCE_DIR.iterdir() if p.suffix in (".c", ".h")):
+        digest.update(name.encode() + (SOURCE_DIR / name).read_bytes())
+    cache = Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
+    cache = cache / f"runtime-{digest.hexdigest()[:16]}"
+    objects = [cache / (Path(s).stem + ".o") for s in CONTROLLER_SOURCES]
+    if all(o.exists() for o in objects):
+        return objects
+    cache.mkdir(parents=True, exist_ok=True)
+    for source, obj in zip(CONTROLLER_SOURCES, objects):
+        tmp = obj.with_suffix(f".{os.getpid()}.tmp.o")
+        run_tool([tool_path("cc"), "-O2", "-c", "-I", str(SOURCE_DIR), str(SOURCE_DIR / source), "-o", str(tmp)],
+                 f"compiling runtime/{source}")
+        os.replace(tmp, obj)  # atomic: parallel builds never see a half-written object
+    return objects
+
+
 def link(objects: list[Path], extra_sources: list[Path], exe: Path) -> None:
-    """Link the model object with the controller; the C runtime is compiled here each time (small)."""
-    sources = [SOURCE_DIR / s for s in CONTROLLER_SOURCES] + list(extra_sources)
-    run_tool([tool_path("cc"), "-O2", "-I", str(SOURCE_DIR), *map(str, sources), *map(str, objects),
-              "-o", str(exe), "-lm"], "linking with cc")
+    """Link the model object with the cached runtime and the per-model glue and weights."""
+    run_tool([tool_path("cc"), "-O2", "-I", str(SOURCE_DIR), *map(str, extra_sources),
+              *map(str, objects), *map(str, runtime_objects()), "-o", str(exe), "-lm"], "linking with cc")
 
 
 def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[Path],

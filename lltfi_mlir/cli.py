@@ -1,0 +1,149 @@
+"""`lltfi-mlir` command line. `main(argv)` returns an exit code and can be called in-process.
+
+Only this module catches `LltfiError`; it prints the message on one line and exits with the
+error's code (2 for bad input, 1 for tool failures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InputError, LltfiError, UsageError
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so `main` stays the only exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lltfi-mlir", description=(
+        "Fault injection below the ML framework: compile ONNX models through MLIR to native code."))
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    p = sub.add_parser("compile", help="compile an ONNX model to a native program",
+                       description="Compile an ONNX model through MLIR and LLVM to a native program. "
+                       "Writes model.linalg.mlir, model.llvm.mlir (with locations), model.ll, the "
+                       "executable 'model' and manifest.json into the output directory.")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("-o", "--output", default="build", help="output directory (default: build)")
+    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3],
+                   help="llc optimisation level (default 0, as in the LLTFI paper)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="bind an input's shape (x=1x8x8x1) or a dynamic dimension (batch=4); "
+                   "free dimensions default to 1; repeatable")
+
+    p = sub.add_parser("run", help="run a compiled model on .npy inputs",
+                       description="Run a compiled model natively on .npy inputs and print the outputs "
+                       "(the top classes for a classifier).")
+    p.add_argument("build", help="build directory written by 'lltfi-mlir compile'")
+    p.add_argument("--input", "-i", action="append", default=[], required=True,
+                   help=".npy file per model input, in the model's input order; repeatable")
+    p.add_argument("--output", action="append", default=[],
+                   help="write the model's outputs to these .npy files (one per output)")
+    p.add_argument("--top", type=int, default=5, help="how many top classes to print (default 5)")
+    return parser
+
+
+def _print_outputs(console: Console, names: list[str], outputs: list[np.ndarray], top: int) -> None:
+    for name, out in zip(names, outputs):
+        flat = out.reshape(-1)
+        is_classifier = out.ndim == 2 and out.shape[0] == 1 and out.shape[1] > 1
+        if is_classifier:
+            console.print(f"output '{name}' {tuple(out.shape)}: top classes", soft_wrap=True)
+            table = Table()
+            table.add_column("rank", justify="right")
+            table.add_column("class", justify="right")
+            table.add_column("value", justify="right")
+            order = np.argsort(-flat, kind="stable")[:top]
+            for rank, cls in enumerate(order, 1):
+                table.add_row(str(rank), str(int(cls)), f"{flat[cls]:.6g}")
+            console.print(table)
+        else:
+            console.print(f"output '{name}' {tuple(out.shape)}:")
+            console.print(np.array2string(out, precision=6, threshold=64))
+
+
+def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .compiler import CompileOptions, compile_onnx
+    from .frontend.onnx_loader import parse_shape_overrides
+
+    options = CompileOptions(opt_level=args.opt_level, shapes=parse_shape_overrides(args.shape))
+    with console.status(f"compiling {args.model}"):
+        build = compile_onnx(args.model, args.output, options)
+    seconds = build.manifest["seconds"]
+    total = sum(seconds.values())
+    stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
+    console.print(f"compiled {args.model} -> {build.executable} in {total:.2f} s ({stages})")
+    for spec in build.inputs:
+        console.print(f"  input  {spec.name}: {'x'.join(map(str, spec.shape))} float32")
+    for spec in build.outputs:
+        console.print(f"  output {spec.name}: {'x'.join(map(str, spec.shape))} float32")
+    return ExitCode.OK
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .build import Build
+
+    build = Build(args.build)
+    arrays = []
+    for path in args.input:
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {path} as .npy: {exc}") from None
+    if args.output and len(args.output) != len(build.outputs):
+        raise UsageError(f"--output given {len(args.output)} time(s); the model has "
+                         f"{len(build.outputs)} output(s)")
+    outputs = build.run(arrays)
+    for path, out in zip(args.output, outputs):
+        np.save(path, out)
+    _print_outputs(console, [s.name for s in build.outputs], outputs, args.top)
+    return ExitCode.OK
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run}
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    errors = Console(stderr=True, highlight=False)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.version:
+            from . import __version__
+            console.print(f"lltfi-mlir {__version__}")
+            return ExitCode.OK
+        if not args.command:
+            parser.print_help()
+            return ExitCode.USAGE
+        return COMMANDS[args.command](args, console)
+    except LltfiError as exc:
+        message = " ".join(str(exc).split())
+        errors.print(f"lltfi-mlir: error: {message}", markup=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        errors.print("lltfi-mlir: interrupted")
+        return ExitCode.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The command line, called in-process through `main(argv)`: outputs, errors and exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_model, tiny_cnn
+from onnx import TensorProto, helper
+
+from lltfi_mlir.cli import ExitCode, main
+
+
+@pytest.mark.parametrize("command", [[], ["compile"], ["run"]])
+def test_help_on_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(command + ["--help"])
+    assert info.value.code == 0
+    assert "usage: lltfi-mlir" in capsys.readouterr().out
+
+
+def test_compile_then_run_prints_top_classes(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), model)
+    assert main(["compile", str(model), "-o", str(tmp_path / "b")]) == ExitCode.OK
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 1, 8, 8), np.float32))
+    out = tmp_path / "y.npy"
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "b"), "--input", str(x), "--output", str(out)]) == ExitCode.OK
+    printed = capsys.readouterr().out
+    assert "top classes" in printed
+    y = np.load(out)
+    assert y.shape == (1, 10) and str(int(np.argmax(y))) in printed
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_inputs_give_one_line_and_status_2(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), model)
+    assert main(["compile", str(tmp_path / "missing.onnx")]) == 2
+    assert "not found" in _error_line(capsys)
+    (tmp_path / "junk.onnx").write_text("not a model")
+    assert main(["compile", str(tmp_path / "junk.onnx")]) == 2
+    assert "cannot parse" in _error_line(capsys)
+    assert main(["compile", str(model), "-o", str(tmp_path / "b"), "--shape", "batch=x"]) == 2
+    assert "--shape" in _error_line(capsys)
+    assert main(["compile", str(model), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.ones((1, 1, 8, 9), np.float32))
+    assert main(["run", str(tmp_path / "b"), "--input", str(wrong)]) == 2
+    assert "expected float32 of shape 1x1x8x8" in _error_line(capsys)
+    np.save(wrong, np.ones((1, 1, 8, 8), np.int32))
+    assert main(["run", str(tmp_path / "b"), "--input", str(wrong)]) == 2
+    assert "int32" in _error_line(capsys)
+    assert main(["run", str(tmp_path / "nobuild"), "--input", str(wrong)]) == 2
+    assert "not a build directory" in _error_line(capsys)
+
+
+def test_unsupported_op_exit_status_2(tmp_path, capsys):
+    model = make_model([helper.make_node("Erf", ["x"], ["y"], name="e")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    path = tmp_path / "erf.onnx"
+    onnx.save(model, path)
+    assert main(["compile", str(path), "-o", str(tmp_path / "b")]) == 2
+    assert "unsupported ONNX operators: Erf (e)" in _error_line(capsys)
+
+
+def test_controller_rejects_wrong_shape_by_itself(tmp_path):
+    """The native program checks .npy shapes without Python: exit 2 and a message."""
+    import subprocess
+
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), model)
+    assert main(["compile", str(model), "-o", str(tmp_path / "b")]) == 0
+    wrong = tmp_path / "w.npy"
+    np.save(wrong, np.ones((2, 1, 8, 8), np.float32))
+    proc = subprocess.run([str(tmp_path / "b" / "model"), "--input", str(wrong)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "expected float32 of shape 1x1x8x8" in proc.stderr
