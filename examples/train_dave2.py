@@ -74,7 +74,7 @@ def main():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)[:, None]
     g = torch.Generator().manual_seed(0)
-    for ep in range(8):
+    for ep in range(5):
         model.train()
         t0 = time.time()
         perm = torch.randperm(len(yt), generator=g)

@@ -49,7 +49,8 @@ class ConstantPool:
         self.arrays: dict[str, np.ndarray] = {}
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
-        array = np.ascontiguousarray(array, dtype=np.float32)
+        # (np.ascontiguousarray alone would turn a 0-d array into shape (1,).)
+        array = np.ascontiguousarray(array, dtype=np.float32).reshape(np.shape(array))
         ttype = tensor_type(array.shape)
         if array.size <= RESOURCE_THRESHOLD:
             attr = ir.DenseElementsAttr.get(array, type=ttype)
@@ -125,6 +126,12 @@ def reshape(value: ir.Value, new_shape: Sequence[int]) -> ir.Value:
     if old_shape == new_shape:
         return value
     assert int(np.prod(old_shape)) == int(np.prod(new_shape)), (old_shape, new_shape)
+    # Rank 0 <-> all-ones shapes: one collapse/expand with no reassociation groups.
+    if not old_shape:
+        return tensor.ExpandShapeOp(tensor_type(new_shape), value, reassociation_attr([]), [],
+                                    ir.DenseI64ArrayAttr.get(list(new_shape))).result
+    if not new_shape:
+        return tensor.CollapseShapeOp(tensor_type(()), value, reassociation_attr([])).result
     flat = value
     if len(old_shape) != 1:
         flat = tensor.CollapseShapeOp(tensor_type([int(np.prod(old_shape))]), value,

@@ -88,6 +88,8 @@ class Importer:
         self.values: dict[str, ir.Value] = {}
         self.pool = b.ConstantPool()
         self.node: onnx.NodeProto | None = None
+        # Names read by some node or returned: optional outputs outside this set may be ignored.
+        self.used = {n for node in loaded.model.graph.node for n in node.input} | set(loaded.outputs)
 
     # -- helpers for handlers -------------------------------------------------------------------
     def error(self, message: str) -> ModelImportError:
@@ -97,6 +99,9 @@ class Importer:
 
     def attrs(self, node: onnx.NodeProto) -> dict[str, object]:
         return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def is_used(self, name: str) -> bool:
+        return bool(name) and name in self.used
 
     def const(self, name: str) -> np.ndarray | None:
         """The value of a constant input (initializer or folded), or None if computed at run time."""

@@ -224,6 +224,12 @@ def prepare(model: onnx.ModelProto, overrides: dict[str, object] | None = None) 
     _bind_dims(model, overrides or {})
     initializer_names = {init.name for init in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
+    # Old IR versions list initializers among the inputs; shape inference would then treat them as
+    # run-time data and could not propagate Reshape targets.
+    runtime_inputs = [i for i in model.graph.input if i.name not in initializer_names]
+    del model.graph.input[:]
+    model.graph.input.extend(runtime_inputs)
+    model.ir_version = max(model.ir_version, 4)  # IR >= 4 lets initializers be absent from the inputs
     constants: dict[str, np.ndarray] = {}
     for _ in range(8):
         model = _infer(model)

@@ -21,7 +21,25 @@ _BINARY = {
 @handler(*_BINARY)
 def binary(imp: Importer, node: onnx.NodeProto) -> list:
     fn = _BINARY[node.op_type]
-    a, c = imp.value(node.input[0]), imp.value(node.input[1])
+    a = imp.value(node.input[0])
+    exponent = imp.const(node.input[1]) if node.op_type == "Pow" else None
+    if exponent is not None and exponent.dtype.kind in "iu":
+        # Pow's exponent may be an integer tensor (T1 != T); a constant one is exact in float32
+        # for the magnitudes that occur (x**2, x**3) and gives the same powf result.
+        c = imp.pool.constant(exponent.astype(np.float32), node.input[1])
+    else:
+        c = imp.value(node.input[1])
+    attrs = imp.attrs(node)
+    if imp.opset < 7 and attrs.get("broadcast", 0):
+        # Legacy (opset < 7) broadcasting: B's shape matches a contiguous run of A's dims starting
+        # at `axis` (default: the trailing dims); pad B with trailing 1s to numpy form.
+        a_rank, c_shape = len(b.shape_of(a)), b.shape_of(c)
+        axis = int(attrs.get("axis", a_rank - len(c_shape)))
+        axis = axis + a_rank if axis < 0 else axis
+        trailing = a_rank - axis - len(c_shape)
+        if trailing < 0:
+            raise imp.error(f"legacy broadcast of shape {c_shape} at axis {axis} exceeds rank {a_rank}")
+        c = b.reshape(c, c_shape + (1,) * trailing)
     return [b.elementwise([a, c], lambda x, y: fn(x, y))]
 
 
@@ -85,7 +103,7 @@ for _op, _fn in _UNARY.items():
 @handler("Identity", "Dropout")
 def identity(imp: Importer, node: onnx.NodeProto) -> list:
     if node.op_type == "Dropout":
-        if len(node.output) > 1 and node.output[1]:
+        if len(node.output) > 1 and imp.is_used(node.output[1]):
             raise imp.error("the mask output of Dropout is not supported (inference only)")
         if len(node.input) > 2 and node.input[2]:
             training = imp.const(node.input[2])

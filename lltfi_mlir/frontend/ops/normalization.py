@@ -76,9 +76,16 @@ def _per_channel(imp: Importer, name: str, rank: int):
     """A (C,) parameter as a (C, 1, ...) tensor that broadcasts against (N, C, ...)."""
     value = imp.const(name)
     if value is not None:
-        return imp.pool.constant(value.astype(np.float32).reshape((-1,) + (1,) * (rank - 2)), name)
+        return imp.pool.constant(_channel_shaped(value.astype(np.float32), rank), name)
     v = imp.value(name)
+    if len(b.shape_of(v)) != 1:  # spatial=0 (opset < 9): already (C, D1, ...)
+        return v
     return b.reshape(v, b.shape_of(v) + (1,) * (rank - 2))
+
+
+def _channel_shaped(value: np.ndarray, rank: int) -> np.ndarray:
+    """(C,) -> (C, 1, ...); a (C, D1, ...) parameter of spatial=0 (opset < 9) already broadcasts."""
+    return value.reshape((-1,) + (1,) * (rank - 2)) if value.ndim <= 1 else value
 
 
 @handler("BatchNormalization")
@@ -95,9 +102,8 @@ def batch_norm(imp: Importer, node: onnx.NodeProto) -> list:
         scale, bias, mean, var = (p.astype(np.float64) for p in params)
         mul = scale / np.sqrt(var + eps)
         add = bias - mean * mul
-        shape = (-1,) + (1,) * (rank - 2)
-        mul_v = imp.pool.constant(mul.astype(np.float32).reshape(shape), node.name + "_scale")
-        add_v = imp.pool.constant(add.astype(np.float32).reshape(shape), node.name + "_shift")
+        mul_v = imp.pool.constant(_channel_shaped(mul.astype(np.float32), rank), node.name + "_scale")
+        add_v = imp.pool.constant(_channel_shaped(add.astype(np.float32), rank), node.name + "_shift")
         return [b.elementwise([x, mul_v, add_v], lambda v, m, a: arith.addf(arith.mulf(v, m), a))]
     scale, bias, mean, var = (_per_channel(imp, n, rank) for n in node.input[1:5])
 

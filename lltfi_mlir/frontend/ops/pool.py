@@ -47,7 +47,7 @@ def _geometry(imp: Importer, node: onnx.NodeProto):
 
 @handler("MaxPool")
 def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
-    if len(node.output) > 1 and node.output[1]:
+    if len(node.output) > 1 and imp.is_used(node.output[1]):
         raise imp.error("the Indices output of MaxPool is not supported")
     attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
     high = [h + e for h, e in zip(high, more)]

@@ -67,7 +67,7 @@ def pad(imp: Importer, node: onnx.NodeProto) -> list:
     rank = len(b.shape_of(x))
     value = 0.0
     if imp.opset < 11:
-        pads = list(attrs["pads"])
+        pads = list(attrs["pads"] if "pads" in attrs else attrs["paddings"])  # Pad-1 says "paddings"
         value = float(attrs.get("value", 0.0))
     else:
         pads = [int(p) for p in imp.require_const(node.input[1], "Pad's pads")]
@@ -80,7 +80,13 @@ def pad(imp: Importer, node: onnx.NodeProto) -> list:
     for i, axis in enumerate(axes):
         low[axis], high[axis] = pads[i], pads[i + len(axes)]
     if min(low + high) < 0:
-        raise imp.error("negative pads (cropping) are not supported")
+        # Negative pads remove elements: crop first, then pad with what is positive.
+        shape = b.shape_of(x)
+        offsets = [max(0, -lo) for lo in low]
+        sizes = [s + min(0, lo) + min(0, hi) for s, lo, hi in zip(shape, low, high)]
+        x = tensor.ExtractSliceOp(b.tensor_type(sizes), x, [], [], [], ir.DenseI64ArrayAttr.get(offsets),
+                                  ir.DenseI64ArrayAttr.get(sizes), ir.DenseI64ArrayAttr.get([1] * rank)).result
+        low, high = [max(0, lo) for lo in low], [max(0, hi) for hi in high]
     return [b.pad(x, low, high, value)]
 
 

@@ -1,0 +1,209 @@
+"""The ONNX backend node tests (inputs and expected outputs written by the ONNX authors), compiled natively.
+
+Every case of `onnx.backend.test.case.node.collect_testcases()` whose operators are all in
+`supported_op_types()` is one test, run one of three ways:
+- float32 inputs and outputs: compile, run, compare (rtol 1e-4, atol 1e-5 near zero, NaN == NaN);
+- listed in `node_test_expectations.FROZEN` (a parameter such as Reshape's shape or an axes list
+  given as a run-time integer input): the case as given must be refused with ModelImportError, and
+  with those inputs turned into initializers holding the test data it must pass;
+- listed in `node_test_expectations.SKIPPED`: compile_onnx must raise ModelImportError, then the test
+  is skipped with the listed reason.
+
+Regenerating the cases takes ~8 s, so the kept cases are pickled in pytest's cache directory
+(keyed by the onnx version and the supported operators). About 200 compilations, ~1 minute serially.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import node_test_expectations as expect
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from lltfi_mlir import CompileOptions, compile_onnx
+from lltfi_mlir.errors import ModelImportError
+from lltfi_mlir.frontend.importer import supported_op_types
+
+RTOL, ATOL = 1e-4, 1e-5
+
+# (op_type, input index): inputs that real models carry as constants and the importer requires to be.
+PARAMETER_INPUTS = {
+    ("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("ReduceMean", 1),
+    ("Pad", 1), ("Pad", 2), ("Pad", 3), ("Pow", 1),
+}
+
+
+@dataclass(frozen=True)
+class NodeCase:
+    """One node test case: the model and its single data set."""
+
+    name: str
+    model: onnx.ModelProto
+    inputs: tuple[object, ...]
+    outputs: tuple[object, ...]
+
+    @property
+    def op_types(self) -> frozenset[str]:
+        return frozenset(n.op_type for n in self.model.graph.node)
+
+    def all_float32(self) -> bool:
+        return all(_is_float32(vi) for vi in list(self.model.graph.input) + list(self.model.graph.output))
+
+    def parameter_inputs(self) -> set[str]:
+        names = {name for node in self.model.graph.node for index, name in enumerate(node.input)
+                 if name and (node.op_type, index) in PARAMETER_INPUTS}
+        return names & {vi.name for vi in self.model.graph.input}
+
+    def freezable(self) -> bool:
+        """Not all float32 only because of non-float32 parameter inputs."""
+        params = self.parameter_inputs()
+        others = [vi for vi in list(self.model.graph.input) + list(self.model.graph.output)
+                  if vi.name not in params]
+        return not self.all_float32() and bool(params) and all(_is_float32(vi) for vi in others)
+
+    def frozen(self) -> NodeCase:
+        """This case with its parameter inputs turned into initializers holding the test data."""
+        params = self.parameter_inputs()
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        pairs = list(zip(self.model.graph.input, self.inputs))
+        model.graph.initializer.extend(numpy_helper.from_array(np.asarray(a), vi.name)
+                                       for vi, a in pairs if vi.name in params)
+        del model.graph.input[:]
+        model.graph.input.extend(vi for vi, _ in pairs if vi.name not in params)
+        return NodeCase(self.name, model, tuple(a for vi, a in pairs if vi.name not in params), self.outputs)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every graph input bound to the shape of its test data (node tests are static anyway)."""
+        return {vi.name: tuple(np.shape(a)) for vi, a in zip(self.model.graph.input, self.inputs)}
+
+
+def _is_float32(vi: onnx.ValueInfoProto) -> bool:
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def _collect() -> list[NodeCase]:
+    from onnx.backend.test.case.node import collect_testcases
+
+    supported = set(supported_op_types())
+    with warnings.catch_warnings():  # the generators overflow casts on purpose
+        warnings.simplefilter("ignore")
+        raw = collect_testcases()
+    cases = []
+    for case in raw:
+        nodes = case.model.graph.node
+        if not nodes or case.model.functions or any(n.domain not in ("", "ai.onnx") for n in nodes):
+            continue
+        if not {n.op_type for n in nodes} <= supported:
+            continue
+        assert len(case.data_sets) == 1, f"{case.name}: {len(case.data_sets)} data sets"
+        inputs, outputs = case.data_sets[0]
+        convert = (lambda a: numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a)
+        cases.append(NodeCase(case.name, case.model, tuple(map(convert, inputs)), tuple(map(convert, outputs))))
+    return cases
+
+
+def load_cases(cache_dir: Path | None) -> list[NodeCase]:
+    """The supported node cases, from the pickle in `cache_dir` when it is current."""
+    key = (onnx.__version__, tuple(supported_op_types()))
+    path = Path(cache_dir) / "node-cases.pkl" if cache_dir is not None else None
+    if path is not None and path.exists():
+        try:
+            with open(path, "rb") as handle:
+                cached_key, cases = pickle.load(handle)
+            if cached_key == key:
+                return cases
+        except Exception:  # unreadable or from another version: regenerate
+            pass
+    cases = _collect()
+    if path is not None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            pickle.dump((key, cases), handle)
+        tmp.replace(path)
+    return cases
+
+
+_CASES: list[NodeCase] | None = None
+
+
+def _cases(config: pytest.Config) -> list[NodeCase]:
+    global _CASES  # noqa: PLW0603  (collected once per session)
+    if _CASES is None:
+        cache = getattr(config, "cache", None)
+        _CASES = load_cases(cache.mkdir("onnx_node_cases") if cache is not None else None)
+    return _CASES
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "node_case" in metafunc.fixturenames:
+        cases = _cases(metafunc.config)
+        metafunc.parametrize("node_case", cases, ids=[c.name for c in cases])
+    if "all_node_cases" in metafunc.fixturenames:
+        metafunc.parametrize("all_node_cases", [_cases(metafunc.config)], ids=["collected"])
+
+
+def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Relative 1e-4, or absolute 1e-5 near zero; NaN must match NaN and inf must match inf."""
+    expected = np.asarray(expected)
+    assert actual.dtype == np.float32, actual.dtype
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True)
+
+
+def assert_refused(case: NodeCase, out_dir: Path) -> ModelImportError:
+    with pytest.raises(ModelImportError) as info:
+        compile_onnx(case.model, out_dir)
+    return info.value
+
+
+def test_node_case(node_case: NodeCase, tmp_path: Path) -> None:
+    case = node_case
+    if case.name in expect.SKIPPED:
+        assert_refused(case, tmp_path / "refused")
+        pytest.skip(f"refused as expected: {expect.SKIPPED[case.name]}")
+    if case.name in expect.XFAIL:
+        pytest.xfail(expect.XFAIL[case.name])
+    if case.name in expect.FROZEN:
+        assert_refused(case, tmp_path / "refused")
+        case = case.frozen()
+    build = compile_onnx(case.model, tmp_path / "build", CompileOptions(opt_level=0, shapes=case.shapes()))
+    outputs = build.run([np.asarray(a) for a in case.inputs])
+    assert len(outputs) == len(case.outputs)
+    expected = case.outputs
+    if case.name in expect.RECOMPUTED:
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {vi.name: np.asarray(a) for vi, a in zip(case.model.graph.input, case.inputs)}
+        expected = ReferenceEvaluator(case.model).run(None, feeds)
+    for got, want in zip(outputs, expected):
+        assert_matches(got, want)
+
+
+def test_expectations_match_the_collected_cases(all_node_cases: list[NodeCase]) -> None:
+    """Every listed name is a collected case; every case that cannot run as given is listed."""
+    by_name = {c.name: c for c in all_node_cases}
+    listed = [expect.SKIPPED, expect.FROZEN, expect.RECOMPUTED, expect.XFAIL]
+    for table in listed:
+        unknown = sorted(set(table) - set(by_name))
+        assert not unknown, f"expectations name cases that were not collected: {unknown}"
+    assert not set(expect.SKIPPED) & set(expect.FROZEN)
+    assert sorted(n for n, c in by_name.items() if c.freezable()) == sorted(expect.FROZEN)
+    unlisted = sorted(n for n, c in by_name.items() if not c.all_float32() and not c.freezable()
+                      and n not in expect.SKIPPED)
+    assert not unlisted, f"non-float32 cases missing from node_test_expectations.SKIPPED: {unlisted}"
+    for name, reason in {**expect.SKIPPED, **expect.XFAIL}.items():
+        assert reason.strip(), f"{name}: empty reason"
+
+
+def test_every_supported_operator_has_a_passing_case(all_node_cases: list[NodeCase]) -> None:
+    not_run = set(expect.SKIPPED) | set(expect.XFAIL)
+    covered = {op for c in all_node_cases if c.name not in not_run for op in c.op_types}
+    missing = set(supported_op_types()) - covered - set(expect.NO_NODE_CASE)
+    assert not missing, f"operators with no passing node test case: {sorted(missing)}"
