@@ -3,4 +3,4 @@
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent
-CONTROLLER_SOURCES = ["controller.c", "npy.c"]
+CONTROLLER_SOURCES = ["controller.c", "npy.c", "fi_runtime.c", "campaign_server.c"]

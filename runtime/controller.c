@@ -1,6 +1,8 @@
 /* Native driver of a compiled model: .npy inputs in, .npy outputs out, no Python at inference time.
  *
  *   program --input x.npy [--input x2.npy ...] [--output y.npy ...] [--repeat N] [--time]
+ *   program --profile --inputs-list L [--repeat N]    (see campaign_server.c)
+ *   program --serve --inputs-list L                   (fork-server for campaigns)
  *
  * Exit status: 0 success, 2 bad input (missing file, wrong shape or dtype), 1 other failure.
  */
@@ -46,7 +48,14 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+int lltfi_profile_main(const char *list, int repeat);
+int lltfi_serve_main(const char *list);
+
 int main(int argc, char **argv) {
+  if (argc >= 4 && !strcmp(argv[1], "--profile") && !strcmp(argv[2], "--inputs-list"))
+    return lltfi_profile_main(argv[3], argc >= 6 && !strcmp(argv[4], "--repeat") ? atoi(argv[5]) : 3);
+  if (argc >= 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--inputs-list"))
+    return lltfi_serve_main(argv[3]);
   const char *in_paths[64], *out_paths[64];
   int n_in = 0, n_out = 0, repeat = 1, show_time = 0;
   for (int i = 1; i < argc; i++) {

@@ -207,6 +207,17 @@ _GROUPS = {
 # name -> reason; every one must be refused with ModelImportError.
 SKIPPED: dict[str, str] = {name: reason for reason, names in _GROUPS.items() for name in names}
 
+# reason -> what the ModelImportError message must say (a regular expression).
+REFUSAL_MESSAGE: dict[str, str] = {
+    INTEGER_DATA: r"element type U?INT(8|16|32|64)\b",
+    CAST_NON_FLOAT32: r"element type (FLOAT16|DOUBLE|BFLOAT16|FLOAT8\w+|FLOAT4E2M1|U?INT[248])\b",
+    DROPOUT_MASK: r"element type BOOL",
+    TRAINING_MODE: r"training mode|element type BOOL",
+    SEQUENCE_OPTIONAL: r"only float32 model inputs",
+    MAXPOOL_INDICES: r"element type INT64|Indices",
+    PAD_MODE: r"element type INT32|mode",
+}
+
 # -- run after turning parameter inputs into initializers -----------------------------------------------
 
 # These cases feed a parameter that real models carry as a constant (Reshape's shape, Squeeze/Unsqueeze/

@@ -13,7 +13,7 @@ from mlir.dialects import arith
 
 from .. import builders as b
 from ..importer import Importer, handler
-from .windows import explicit_pads, extra_high, window_attrs
+from .windows import explicit_auto_pad, explicit_pads, extra_high, window_attrs
 
 NEG_INF = float("-inf")
 
@@ -41,6 +41,18 @@ def _geometry(imp: Importer, node: onnx.NodeProto):
     low, high = explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
     out_shape = imp.shape(node.output[0])
     padded = [s + lo + hi for s, lo, hi in zip(x_shape[2:], low, high)]
+    if attrs.get("ceil_mode", 0) and explicit_auto_pad(attrs):
+        # A ceil_mode window that would start in the end padding is dropped (onnxruntime, PyTorch,
+        # onnx.reference); ONNX shape inference before opset 22 keeps it, and the importer must take
+        # the inferred shape, so refuse rather than return an extra window.
+        for i, (size, lo, p, k, s, d) in enumerate(zip(x_shape[2:], low, padded, kernel, strides, dilations)):
+            count = -(-(p - (k - 1) * d - 1) // s) + 1
+            if (count - 1) * s >= size + lo:
+                count -= 1
+            if out_shape[2 + i] != count:
+                raise imp.error(f"ceil_mode: ONNX shape inference (opset {imp.opset}) gives {out_shape[2 + i]} "
+                                f"windows on spatial axis {i}, but the last one starts in the padding and is "
+                                f"dropped ({count} windows); export the model with opset >= 22")
     more = extra_high(tuple(padded), out_shape[2:], kernel, strides, dilations)
     return attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape
 
@@ -49,7 +61,7 @@ def _geometry(imp: Importer, node: onnx.NodeProto):
 def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
     if len(node.output) > 1 and imp.is_used(node.output[1]):
         raise imp.error("the Indices output of MaxPool is not supported")
-    attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
+    _, _, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
     high = [h + e for h, e in zip(high, more)]
     x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + high, NEG_INF)
     return [_window_reduce(x, out_shape, kernel, strides, dilations, NEG_INF, arith.maximumf)]

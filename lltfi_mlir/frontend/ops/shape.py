@@ -67,7 +67,7 @@ def pad(imp: Importer, node: onnx.NodeProto) -> list:
     rank = len(b.shape_of(x))
     value = 0.0
     if imp.opset < 11:
-        pads = list(attrs["pads"] if "pads" in attrs else attrs["paddings"])  # Pad-1 says "paddings"
+        pads = list(attrs["pads"])
         value = float(attrs.get("value", 0.0))
     else:
         pads = [int(p) for p in imp.require_const(node.input[1], "Pad's pads")]

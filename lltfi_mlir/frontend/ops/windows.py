@@ -28,6 +28,12 @@ def explicit_pads(attrs: dict, in_spatial: tuple[int, ...], kernel: list[int], s
     return low, high
 
 
+def explicit_auto_pad(attrs: dict) -> bool:
+    """True when the pads are the `pads` attribute (auto_pad NOTSET), not derived from auto_pad."""
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    return (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) in ("NOTSET", "")
+
+
 def window_attrs(attrs: dict, rank: int, kernel: list[int]) -> tuple[list[int], list[int]]:
     strides = list(attrs.get("strides", [1] * rank))
     dilations = list(attrs.get("dilations", [1] * rank))

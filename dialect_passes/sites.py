@@ -1,0 +1,141 @@
+"""Fault sites: which instructions of an LLVM-dialect module may be corrupted, and by what rule.
+
+A site is one (instruction, register) pair with a stable id. The selection mirrors LLTFI's
+`instSelMethod` (opcode include/exclude, CustomTensorOperator with -layerName/-layerNo) plus
+selection by ONNX node name and function; the register choice mirrors `regloc`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from mlir import ir
+
+FP_ARITH = frozenset({"fadd", "fsub", "fmul", "fdiv", "frem", "fneg", "fcmp"})
+# In this lowering Relu/MaxPool become llvm.intr.maximum and Softmax llvm.intr.exp: floating-point
+# intrinsics are arithmetic too, or activations could never be hit.
+FP_INTRINSICS = frozenset({"maximum", "minimum", "maxnum", "minnum", "exp", "exp2", "log", "log2", "log10",
+                           "sqrt", "pow", "powi", "fma", "fmuladd", "fabs", "tanh", "sin", "cos", "floor",
+                           "ceil", "round", "copysign"})
+INT_ARITH = frozenset({"add", "sub", "mul", "udiv", "sdiv", "urem", "srem", "shl", "lshr", "ashr", "and", "or",
+                       "xor", "icmp"})
+CASTS = frozenset({"trunc", "zext", "sext", "fptrunc", "fpext", "fptoui", "fptosi", "uitofp", "sitofp",
+                   "ptrtoint", "inttoptr", "bitcast"})
+MEMORY = frozenset({"load"})
+ADDRESS = frozenset({"getelementptr"})
+OTHER = frozenset({"select", "call"})
+GROUPS = {
+    "fp": FP_ARITH | FP_INTRINSICS,
+    "int": INT_ARITH,
+    "cast": CASTS,
+    "all": FP_ARITH | FP_INTRINSICS | INT_ARITH | CASTS | MEMORY | ADDRESS | OTHER,
+}
+DEFAULT_OPCODES = FP_ARITH | FP_INTRINSICS
+KNOWN_OPCODES = GROUPS["all"]
+REGISTERS = ("dst", "src1", "src2", "src3", "src4", "allsrc", "all")
+# Ops whose results never carry data worth corrupting.
+_NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
+          "llvm.mlir.poison", "llvm.alloca"}
+SCALAR_TYPES = ("f32", "f64", "i1", "i8", "i16", "i32", "i64", "!llvm.ptr")
+
+
+def opcode_of(op_name: str) -> str | None:
+    """`llvm.fmul` -> `fmul`, `llvm.intr.maximum` -> `maximum`; None for non-LLVM ops."""
+    if not op_name.startswith("llvm."):
+        return None
+    name = op_name[len("llvm."):]
+    if name.startswith("intr."):
+        return name[len("intr."):]
+    return name
+
+
+def node_name_of(loc: ir.Location) -> str | None:
+    """The first name in a NameLoc / FusedLoc / CallSiteLoc chain (the ONNX node), if any."""
+    if loc.is_a_name():
+        return loc.name_str
+    if loc.is_a_fused():
+        for inner in loc.locations:
+            found = node_name_of(inner)
+            if found:
+                return found
+        return None
+    if loc.is_a_callsite():
+        return node_name_of(loc.callee) or node_name_of(loc.caller)
+    return None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What the ONNX graph says about a node: its op type and its layer number (1-based, per type)."""
+
+    op_type: str
+    layer: int
+
+
+@dataclass(frozen=True)
+class SiteSelector:
+    """Which instructions and registers become fault sites. Empty include sets mean "all"."""
+
+    opcodes: frozenset[str] = DEFAULT_OPCODES
+    exclude_opcodes: frozenset[str] = frozenset()
+    operators: frozenset[str] = frozenset()          # ONNX op types, e.g. {"Conv"}
+    exclude_operators: frozenset[str] = frozenset()
+    nodes: frozenset[str] = frozenset()              # ONNX node names
+    exclude_nodes: frozenset[str] = frozenset()
+    # (op_type, layer) pairs as LLTFI's -layerName/-layerNo; layer 0 = every node of that type.
+    layers: frozenset[tuple[str, int]] = frozenset()
+    functions: frozenset[str] = frozenset()
+    exclude_functions: frozenset[str] = frozenset()
+    register: str = "dst"
+    # Model programs: only instructions inside an ONNX operator (address arithmetic of the
+    # wrapper and the C controller is never selected).
+    require_operator: bool = True
+
+    def accepts_node(self, node: str | None, info: NodeInfo | None) -> bool:
+        if self.require_operator and (node is None or info is None):
+            return False
+        if self.nodes and node not in self.nodes:
+            return False
+        if node in self.exclude_nodes:
+            return False
+        op_type = info.op_type if info else None
+        if self.operators and op_type not in self.operators:
+            return False
+        if op_type in self.exclude_operators:
+            return False
+        if self.layers:
+            if info is None or not any(t == op_type and (n == 0 or n == info.layer) for t, n in self.layers):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Site:
+    """One static fault site: an instruction's register, with everything needed to report on it."""
+
+    id: int
+    function: str
+    opcode: str
+    type: str
+    register: str          # "dst" or "srcN" (1-based operand, as LLTFI's regloc)
+    node: str | None
+    op_type: str | None
+    layer: int | None
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def type_name(t: ir.Type) -> str | None:
+    text = str(t)
+    return text if text in SCALAR_TYPES else None
+
+
+@dataclass
+class SiteTable:
+    sites: list[Site] = field(default_factory=list)
+
+    def add(self, **kwargs) -> Site:
+        site = Site(id=len(self.sites), **kwargs)
+        self.sites.append(site)
+        return site

@@ -1,0 +1,74 @@
+"""Instrument a compiled model for fault injection: one executable for golden, profile and inject.
+
+Reads the build's lowered `model.llvm.mlir` (weights are external, so it is small), applies the
+`InstrumentSitesPass` with the campaign's selection, and builds a sibling executable linked with
+the same weights. Results are cached per selection under `<build>/fi-<hash>/`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mlir import ir
+
+from .build import Build
+from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
+from .dialect_passes.sites import Site, SiteSelector
+from .errors import UsageError
+from .llvm_backend.codegen import build_native
+from .llvm_backend.glue import generate_glue
+
+STEM = "model"
+
+
+@dataclass
+class InstrumentedBuild:
+    """An instrumented executable and its site table."""
+
+    build: Build
+    directory: Path
+    executable: Path
+    sites: list[Site]
+    versioned_blocks: int
+    inline_blocks: int
+
+
+def _selector_key(selector: SiteSelector, opt_level: int) -> str:
+    payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
+    payload["opt_level"] = opt_level
+    payload["version"] = 1
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None = None) -> InstrumentedBuild:
+    """Instrument `build` for the given selection (cached); raises UsageError if nothing is selected."""
+    opt_level = build.manifest["opt_level"] if opt_level is None else opt_level
+    out = build.directory / f"fi-{_selector_key(selector, opt_level)}"
+    table_path = out / "sites.json"
+    exe = out / STEM
+    if table_path.exists() and exe.exists():
+        table = json.loads(table_path.read_text())
+        return InstrumentedBuild(build, out, exe, [Site(**s) for s in table["sites"]],
+                                 table["versioned_blocks"], table["inline_blocks"])
+    out.mkdir(parents=True, exist_ok=True)
+    source = build.directory / f"{STEM}.llvm.mlir"
+    with ir.Context():
+        module = ir.Module.parse(source.read_text())
+        result = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest)).apply(module)
+        if not result.sites:
+            raise UsageError("the selection matches no instruction of this model (check opcodes, operators, "
+                             "node names and layer numbers against the manifest)")
+        with open(out / f"{STEM}.llvm.mlir", "w") as handle:
+            module.operation.print(file=handle, enable_debug_info=True)
+    inputs = [(t.name, t.shape) for t in build.inputs]
+    outputs = [(t.name, t.shape) for t in build.outputs]
+    glue = out / "glue.c"
+    glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites)))
+    seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"], opt_level)
+    table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
+             "inline_blocks": result.inline_blocks, "seconds": seconds}
+    table_path.write_text(json.dumps(table, indent=1) + "\n")
+    return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks)

@@ -1,0 +1,188 @@
+/* Profile and fork-server modes of an instrumented model.
+ *
+ *   model --profile --inputs-list L [--repeat N]
+ *       for each input set: golden output, dynamic count per site, time per inference.
+ *   model --serve --inputs-list L
+ *       reads one trial per stdin line, forks a child per trial, prints one result line per trial.
+ *
+ * L lists one input set per line (space-separated .npy paths, in model input order). Inputs and
+ * weights are loaded once; a child only sets the fault, runs the model and leaves its output and
+ * fault log in shared memory. The child arms a real-time timer, so a hang ends by SIGALRM.
+ *
+ * Trial line:  id input_set target fault_type num_bits bit mask_hex max_faults window_len seed timeout_us
+ * Result line: R id status code n_faults {site index mask before after}*n n_values hex_bytes
+ *   status: ok | crash (signal) | hang (timer) | exit (non-zero exit status); code: signal or status.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fi_runtime.h"
+#include "model_api.h"
+#include "npy.h"
+
+#define MAX_SETS 4096
+
+static float **input_sets[MAX_SETS];
+static int n_sets;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int load_input_sets(const char *list) {
+  FILE *f = fopen(list, "r");
+  if (!f) { fprintf(stderr, "error: cannot open %s\n", list); return 2; }
+  char line[65536];
+  while (fgets(line, sizeof line, f) && n_sets < MAX_SETS) {
+    float **set = calloc(lltfi_num_inputs, sizeof(float *));
+    int i = 0;
+    for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
+      if (i >= lltfi_num_inputs) { fprintf(stderr, "error: too many inputs on a line of %s\n", list); return 2; }
+      npy_array arr;
+      char err[512];
+      if (npy_read(tok, &arr, err, sizeof err)) { fprintf(stderr, "error: %s\n", err); return 2; }
+      int same = arr.data && arr.rank == lltfi_inputs[i].rank;
+      for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == lltfi_inputs[i].shape[d];
+      if (!same) { fprintf(stderr, "error: %s: not float32 of the shape of input '%s'\n", tok, lltfi_inputs[i].name); return 2; }
+      set[i++] = arr.data;
+    }
+    if (i == 0) continue;
+    if (i != lltfi_num_inputs) { fprintf(stderr, "error: a line of %s has %d inputs, the model takes %d\n", list, i, lltfi_num_inputs); return 2; }
+    input_sets[n_sets++] = set;
+  }
+  fclose(f);
+  return n_sets ? 0 : 2;
+}
+
+static int64_t total_outputs(void) {
+  int64_t n = 0;
+  for (int i = 0; i < lltfi_num_outputs; i++) n += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
+  return n;
+}
+
+static void output_pointers(float *base, float **outs) {
+  for (int i = 0; i < lltfi_num_outputs; i++) {
+    outs[i] = base;
+    base += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
+  }
+}
+
+static void print_hex(FILE *out, const float *values, int64_t n) {
+  const unsigned char *b = (const unsigned char *)values;
+  static const char digits[] = "0123456789abcdef";
+  for (int64_t i = 0; i < n * 4; i++) {
+    fputc(digits[b[i] >> 4], out);
+    fputc(digits[b[i] & 15], out);
+  }
+}
+
+int lltfi_profile_main(const char *list, int repeat) {
+  int rc = load_input_sets(list);
+  if (rc) return rc;
+  int64_t n_out = total_outputs();
+  float *buffer = malloc(n_out * sizeof(float));
+  float *outs[64];
+  output_pointers(buffer, outs);
+  uint64_t *counts = calloc(lltfi_num_sites ? lltfi_num_sites : 1, sizeof(uint64_t));
+  for (int s = 0; s < n_sets; s++) {
+    /* Golden time first (uninstrumented path), then one counting run. */
+    double best = 1e30;
+    for (int r = 0; r < (repeat > 0 ? repeat : 1); r++) {
+      lltfi_begin_golden();
+      double t0 = now();
+      lltfi_model_run(input_sets[s], outs);
+      double dt = now() - t0;
+      if (dt < best) best = dt;
+    }
+    memset(counts, 0, (lltfi_num_sites ? lltfi_num_sites : 1) * sizeof(uint64_t));
+    lltfi_begin_profile(counts);
+    double t0 = now();
+    lltfi_model_run(input_sets[s], outs);
+    double profile_time = now() - t0;
+    lltfi_begin_golden();
+    printf("P %d %.9f %.9f %d", s, best, profile_time, lltfi_num_sites);
+    for (int i = 0; i < lltfi_num_sites; i++) printf(" %llu", (unsigned long long)counts[i]);
+    printf(" %lld ", (long long)n_out);
+    print_hex(stdout, buffer, n_out);
+    printf("\n");
+  }
+  fflush(stdout);
+  return 0;
+}
+
+typedef struct {
+  lltfi_fault_log log;
+  float outputs[];
+} shared_area;
+
+int lltfi_serve_main(const char *list) {
+  int rc = load_input_sets(list);
+  if (rc) return rc;
+  int64_t n_out = total_outputs();
+  size_t size = sizeof(shared_area) + n_out * sizeof(float);
+  shared_area *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (shared == MAP_FAILED) { perror("mmap"); return 1; }
+  char line[1024];
+  printf("READY %d\n", n_sets);
+  fflush(stdout);
+  while (fgets(line, sizeof line, stdin)) {
+    long long id, set, target, seed, timeout_us, window;
+    int type, num_bits, bit, max_faults;
+    char mask_hex[32];
+    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld", &id, &set, &target, &type, &num_bits,
+               &bit, mask_hex, &max_faults, &window, &seed, &timeout_us) != 11 || set < 0 || set >= n_sets) {
+      fprintf(stderr, "error: bad trial line: %s", line);
+      return 2;
+    }
+    lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults,
+                             (uint64_t)window, (uint64_t)seed};
+    memset(&shared->log, 0, sizeof shared->log);
+    memset(shared->outputs, 0xff, n_out * sizeof(float));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 1; }
+    if (pid == 0) {
+      struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
+      setitimer(ITIMER_REAL, &timer, NULL);
+      float *outs[64];
+      output_pointers(shared->outputs, outs);
+      lltfi_begin_inject((uint64_t)target, &spec, &shared->log);
+      lltfi_model_run(input_sets[set], outs);
+      _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    const char *kind = "ok";
+    int code = 0;
+    if (WIFSIGNALED(status)) {
+      code = WTERMSIG(status);
+      kind = code == SIGALRM ? "hang" : "crash";
+    } else if (WEXITSTATUS(status) != 0) {
+      kind = "exit";
+      code = WEXITSTATUS(status);
+    }
+    int n = shared->log.n_faults;
+    if (n > LLTFI_MAX_FAULTS) n = LLTFI_MAX_FAULTS;
+    printf("R %lld %s %d %d", id, kind, code, n);
+    for (int i = 0; i < n; i++) {
+      lltfi_fault_record *r = &shared->log.faults[i];
+      printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
+             (unsigned long long)r->before, (unsigned long long)r->after);
+    }
+    printf(" %lld ", (long long)(strcmp(kind, "ok") == 0 ? n_out : 0));
+    if (strcmp(kind, "ok") == 0) print_hex(stdout, shared->outputs, n_out);
+    printf("\n");
+    fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+/* Hooks called by the instrumented model: profile counting and fault injection.
+ *
+ * The model calls lltfi_fi_<type>(site, value) only inside the slow copy of a block (see
+ * dialect_passes/instrument_sites.py); `lltfi_fi_remaining` is the number of selected dynamic
+ * instances still to skip. The hook that reads 0 is at the target instance.
+ */
+#include "fi_runtime.h"
+
+#include <string.h>
+
+uint64_t lltfi_fi_remaining = UINT64_MAX;
+int lltfi_mode = LLTFI_GOLDEN;
+uint64_t *lltfi_site_counts = 0;
+
+static lltfi_fault_spec spec;
+static lltfi_fault_log *fault_log;
+static uint64_t next_index;  /* dynamic index of the instance that reads remaining == 0 */
+static uint64_t rng_state;
+
+static uint64_t splitmix64(void) {
+  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+void lltfi_begin_golden(void) {
+  lltfi_mode = LLTFI_GOLDEN;
+  lltfi_fi_remaining = UINT64_MAX;
+}
+
+void lltfi_begin_profile(uint64_t *counts) {
+  lltfi_mode = LLTFI_PROFILE;
+  lltfi_site_counts = counts;
+  lltfi_fi_remaining = 0;
+}
+
+void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *s, lltfi_fault_log *log) {
+  lltfi_mode = LLTFI_INJECT;
+  spec = *s;
+  if (spec.max_faults < 1) spec.max_faults = 1;
+  if (spec.max_faults > LLTFI_MAX_FAULTS) spec.max_faults = LLTFI_MAX_FAULTS;
+  if (spec.num_bits < 1) spec.num_bits = 1;
+  fault_log = log;
+  fault_log->n_faults = 0;
+  rng_state = spec.seed;
+  next_index = target;
+  lltfi_fi_remaining = target;
+}
+
+/* Corrupt `width` bits of `bits`; returns the new bits and records the fault. */
+static uint64_t inject(int32_t site, uint64_t bits, int width) {
+  uint64_t mask = spec.fixed_mask;
+  if (!mask) {
+    if (spec.bit >= 0) {
+      mask = 1ull << (spec.bit % width);
+    } else {
+      int wanted = spec.num_bits < width ? spec.num_bits : width;
+      while (__builtin_popcountll(mask) < wanted) mask |= 1ull << (splitmix64() % (uint64_t)width);
+    }
+  }
+  if (width < 64) mask &= (1ull << width) - 1;
+  uint64_t after = bits;
+  if (spec.fault_type == LLTFI_BITFLIP) after = bits ^ mask;
+  else if (spec.fault_type == LLTFI_STUCK_AT_0) after = bits & ~mask;
+  else after = bits | mask;
+  lltfi_fault_record *r = &fault_log->faults[fault_log->n_faults++];
+  r->site = site;
+  r->index = next_index;
+  r->mask = mask;
+  r->before = bits;
+  r->after = after;
+  if (fault_log->n_faults < spec.max_faults) {
+    uint64_t gap = spec.window_len > 1 ? 1 + splitmix64() % spec.window_len : 1;
+    next_index += gap;
+    lltfi_fi_remaining = gap - 1;
+  } else {
+    lltfi_fi_remaining = UINT64_MAX;
+  }
+  return after;
+}
+
+static inline int at_target(int32_t site) {
+  if (lltfi_mode == LLTFI_PROFILE) {
+    lltfi_site_counts[site]++;
+    return 0;
+  }
+  if (lltfi_fi_remaining == 0) return lltfi_mode == LLTFI_INJECT;
+  lltfi_fi_remaining--;
+  return 0;
+}
+
+#define HOOK(NAME, CTYPE, UTYPE, WIDTH)                  \
+  CTYPE NAME(int32_t site, CTYPE value) {                \
+    if (!at_target(site)) return value;                  \
+    UTYPE bits;                                          \
+    memcpy(&bits, &value, sizeof bits);                  \
+    bits = (UTYPE)inject(site, (uint64_t)bits, WIDTH);   \
+    memcpy(&value, &bits, sizeof bits);                  \
+    return value;                                        \
+  }
+
+HOOK(lltfi_fi_f32, float, uint32_t, 32)
+HOOK(lltfi_fi_f64, double, uint64_t, 64)
+HOOK(lltfi_fi_i1, uint8_t, uint8_t, 1)
+HOOK(lltfi_fi_i8, uint8_t, uint8_t, 8)
+HOOK(lltfi_fi_i16, uint16_t, uint16_t, 16)
+HOOK(lltfi_fi_i32, uint32_t, uint32_t, 32)
+HOOK(lltfi_fi_i64, uint64_t, uint64_t, 64)
+HOOK(lltfi_fi_ptr, void *, uint64_t, 64)

@@ -1,0 +1,43 @@
+/* State shared by the instrumented model's hooks and the campaign driver. */
+#ifndef LLTFI_FI_RUNTIME_H
+#define LLTFI_FI_RUNTIME_H
+#include <stdint.h>
+
+#define LLTFI_MAX_FAULTS 64
+
+enum lltfi_mode { LLTFI_GOLDEN = 0, LLTFI_PROFILE = 1, LLTFI_INJECT = 2 };
+enum lltfi_fault_type { LLTFI_BITFLIP = 0, LLTFI_STUCK_AT_0 = 1, LLTFI_STUCK_AT_1 = 2 };
+
+typedef struct {
+  int32_t site;
+  uint64_t index;    /* dynamic index among all selected instances of this run */
+  uint64_t mask;     /* bits touched */
+  uint64_t before;   /* value bits before and after */
+  uint64_t after;
+} lltfi_fault_record;
+
+typedef struct {
+  int fault_type;
+  int num_bits;       /* bits per fault (fi_num_bits) */
+  int bit;            /* fixed bit position, or -1 for random */
+  uint64_t fixed_mask;/* replay: exact mask (0 = draw) */
+  int max_faults;     /* fi_max_multiple */
+  uint64_t window_len;/* gap between faults drawn in [1, window_len] */
+  uint64_t seed;
+} lltfi_fault_spec;
+
+typedef struct {
+  int n_faults;
+  lltfi_fault_record faults[LLTFI_MAX_FAULTS];
+} lltfi_fault_log;
+
+extern uint64_t lltfi_fi_remaining;
+extern int lltfi_mode;
+extern uint64_t *lltfi_site_counts;     /* profile mode: per static site */
+extern const int lltfi_num_sites;       /* from the generated glue */
+
+void lltfi_begin_golden(void);
+void lltfi_begin_profile(uint64_t *counts);
+/* target: 0-based dynamic index of the first fault; log: where to record (may be shared memory). */
+void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *spec, lltfi_fault_log *log);
+#endif
