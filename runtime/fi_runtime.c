@@ -50,10 +50,14 @@ void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *s, lltfi_fault_
 
 /* Corrupt `width` bits of `bits`; returns the new bits and records the fault. */
 static uint64_t inject(int32_t site, uint64_t bits, int width) {
+  if (!spec.fixed_mask && spec.bit >= width) {  /* exhaustive plans: no such bit in this register */
+    lltfi_fi_remaining = UINT64_MAX;
+    return bits;
+  }
   uint64_t mask = spec.fixed_mask;
   if (!mask) {
     if (spec.bit >= 0) {
-      mask = 1ull << (spec.bit % width);
+      mask = 1ull << spec.bit;
     } else {
       int wanted = spec.num_bits < width ? spec.num_bits : width;
       while (__builtin_popcountll(mask) < wanted) mask |= 1ull << (splitmix64() % (uint64_t)width);

@@ -1,0 +1,274 @@
+"""A fault-injection campaign, three lines from Python:
+
+    campaign = Campaign.from_onnx("lenet.onnx", "input.yaml", inputs="inputs/")
+    campaign.run(1000)
+    print(campaign.summary())
+
+Compile (cached), instrument for the configured selection (cached), profile every input once,
+plan trials from the seed, run them on fork-servers, classify, and store every trial in SQLite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..build import Build
+from ..compiler import CompileOptions, compile_onnx
+from ..errors import UsageError
+from ..instrument import InstrumentedBuild, instrument_build
+from .config import CampaignConfig, load_config
+from .database import CampaignDatabase
+from .executor import LocalExecutor, RawResult, split_outputs
+from .outcomes import SdcJudge, classify
+from .plan import exhaustive_size, exhaustive_trials, uniform_trial
+from .profile import InputProfile, run_profile, write_inputs_list
+from .report import summarize
+from .stats import planned_trials, wilson
+
+WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}
+
+
+def find_input_sets(inputs: str | Path | None, build: Build, model_dir: Path | None) -> list[list[Path]]:
+    """A directory of .npy files (one per input set), or of subdirectories with one <input>.npy each."""
+    if inputs is None:
+        candidate = model_dir / "inputs" if model_dir else None
+        if candidate is None or not candidate.is_dir():
+            raise UsageError("no inputs: give --inputs DIR (a directory of .npy files)")
+        inputs = candidate
+    path = Path(inputs)
+    if path.is_file() and path.suffix == ".npy":
+        return [[path]]
+    if not path.is_dir():
+        raise UsageError(f"--inputs {path}: not a directory of .npy files")
+    names = [t.name for t in build.inputs]
+    if len(names) == 1:
+        files = sorted(path.glob("*.npy"), key=lambda p: (len(p.stem), p.stem))
+        sets = [[f] for f in files]
+    else:
+        sets = []
+        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+            files = [sub / f"{n}.npy" for n in names]
+            if all(f.exists() for f in files):
+                sets.append(files)
+    if not sets:
+        raise UsageError(f"--inputs {path}: no input sets found (expected *.npy"
+                         + (f", or subdirectories holding {', '.join(n + '.npy' for n in names)})" if len(names) > 1
+                            else ")"))
+    for files in sets:
+        arrays = [np.load(f, allow_pickle=False) for f in files]
+        build.check_inputs(arrays)
+    return sets
+
+
+def _jsonable(value):
+    if isinstance(value, frozenset):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Campaign:
+    def __init__(self, build: Build, config: CampaignConfig, input_sets: list[list[Path]],
+                 db: str | Path | None = None, jobs: int | None = None) -> None:
+        self.build = build
+        self.config = config
+        self.input_sets = input_sets
+        self.jobs = jobs or os.cpu_count() or 1
+        identity = {
+            "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
+            "opt_level": build.manifest["opt_level"],
+            "config": _jsonable(dataclasses.asdict(dataclasses.replace(config, runs=0, notes=()))),
+            "inputs": [[str(p.resolve()) for p in s] for s in input_sets],
+        }
+        self.identity = identity
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        self.db_path = Path(db) if db else build.directory.parent / f"campaign-{key}.db"
+        self.instrumented: InstrumentedBuild | None = None
+        self.profiles: list[InputProfile] = []
+        self.golden: list[list[np.ndarray]] = []
+        self.judge = SdcJudge(config.sdc)
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_onnx(cls, model: str | Path, config: CampaignConfig | str | Path | None = None,
+                  inputs: str | Path | None = None, out_dir: str | Path | None = None,
+                  opt_level: int = 0, **kwargs) -> Campaign:
+        model = Path(model)
+        config = config if isinstance(config, CampaignConfig) else load_config(config)
+        out = Path(out_dir) if out_dir else Path("lltfi-out") / model.stem
+        build_dir = out / "build"
+        build = None
+        if (build_dir / "manifest.json").exists():
+            build = Build(build_dir)
+            same = (build.manifest.get("source") == str(model) and build.manifest["opt_level"] == opt_level
+                    and build.manifest.get("source_mtime") == model.stat().st_mtime)
+            if not same:
+                build = None
+        if build is None:
+            build = compile_onnx(model, build_dir, CompileOptions(opt_level=opt_level))
+            manifest = dict(build.manifest, source_mtime=model.stat().st_mtime)
+            (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            build = Build(build_dir)
+        return cls(build, config, find_input_sets(inputs, build, model.parent), **kwargs)
+
+    @classmethod
+    def from_build(cls, build_dir: str | Path, config: CampaignConfig | str | Path | None = None,
+                   inputs: str | Path | None = None, **kwargs) -> Campaign:
+        build = Build(build_dir)
+        config = config if isinstance(config, CampaignConfig) else load_config(config)
+        source = build.manifest.get("source", "")
+        model_dir = Path(source).parent if source and not source.startswith("<") else None
+        return cls(build, config, find_input_sets(inputs, build, model_dir), **kwargs)
+
+    # -- preparation ----------------------------------------------------------------------------------
+    def prepare(self) -> CampaignDatabase:
+        """Instrument, profile every input, and open (or resume) the database."""
+        self.instrumented = instrument_build(self.build, self.config.selector)
+        inputs_list = write_inputs_list(self.input_sets, self.instrumented.directory / "inputs.txt")
+        self.profiles = run_profile(self.instrumented.executable, inputs_list)
+        shapes = [t.shape for t in self.build.outputs]
+        self.golden = [split_outputs(p.golden, shapes) for p in self.profiles]
+        if not any(p.total for p in self.profiles):
+            raise UsageError("the selected sites never execute on these inputs: nothing to inject into")
+        db = CampaignDatabase(self.db_path)
+        db.bind_campaign(self.identity)
+        counts = np.sum([p.site_counts for p in self.profiles], axis=0)
+        db.set_sites((s.id, s.function, s.opcode, s.type, s.register, s.node, s.op_type, s.layer, int(counts[s.id]))
+                     for s in self.instrumented.sites)
+        db.set_meta("model", self.build.manifest.get("source"))
+        db.set_meta("seed", self.config.seed)
+        db.set_meta("sdc", self.config.sdc.criterion)
+        if self.config.sdc.criterion == "threshold":
+            db.set_meta("thresholds", list(self.config.sdc.thresholds))
+        golden_s = min(p.golden_seconds for p in self.profiles)
+        profile_s = min(p.profile_seconds for p in self.profiles)
+        db.set_meta("profile_summary", {
+            "static_sites": len(self.instrumented.sites),
+            "dynamic_instances": [p.total for p in self.profiles],
+            "golden_seconds": golden_s,
+            "profile_seconds": profile_s,
+            "versioned_blocks": self.instrumented.versioned_blocks,
+            "inline_blocks": self.instrumented.inline_blocks,
+        })
+        return db
+
+    def timeout_seconds(self) -> float:
+        if self.config.timeout is not None:
+            return self.config.timeout
+        return max(50 * max(p.golden_seconds for p in self.profiles), 0.5)
+
+    def population(self) -> int:
+        width = max(WIDTH[s.type] for s in self.instrumented.sites)
+        return sum(p.total for p in self.profiles) * width
+
+    # -- running --------------------------------------------------------------------------------------
+    def _row(self, result: RawResult) -> dict:
+        trial = result.trial
+        faults = result.faults
+        activated = any(f.before != f.after for f in faults)
+        faulty = None
+        deviation = None
+        golden = self.golden[trial.input]
+        if result.status == "ok":
+            faulty = split_outputs(result.output, [t.shape for t in self.build.outputs])
+            if activated:
+                deviation = self.judge.deviation(golden, faulty)
+        outcome = classify(result.status, activated, self.judge, golden, faulty)
+        first = faults[0] if faults else None
+        return {
+            "id": trial.id, "input": trial.input, "target": trial.target, "fault_type": trial.fault.type,
+            "num_bits": trial.fault.num_bits, "bit": trial.bit, "max_multiple": trial.fault.max_multiple,
+            "window_len": trial.fault.window_len, "seed": trial.seed, "status": result.status,
+            "code": result.code, "outcome": outcome, "activated": int(activated),
+            "site": first.site if first else None, "dyn_index": first.index if first else None,
+            "mask": f"{first.mask:x}" if first else None, "value_before": f"{first.before:x}" if first else None,
+            "value_after": f"{first.after:x}" if first else None,
+            "faults": json.dumps([dataclasses.astuple(f) for f in faults]) if len(faults) > 1 else None,
+            "deviation": None if deviation is None or math.isinf(deviation) else deviation,
+            "output": result.output if result.status == "ok" else None,
+        }
+
+    def run(self, n: int | None = None, *, margin: float | None = None, exhaustive: bool = False,
+            progress: bool = True, console: Console | None = None) -> dict:
+        """Run (or resume) the campaign and return its summary."""
+        console = console or Console(stderr=True)
+        db = self.prepare()
+        try:
+            return self._run(db, n, margin, exhaustive or self.config.draw == "exhaustive", progress, console)
+        finally:
+            db.close()
+
+    def _run(self, db: CampaignDatabase, n: int | None, margin: float | None, exhaustive: bool, progress: bool,
+             console: Console) -> dict:
+        counts = [p.total for p in self.profiles]
+        if exhaustive:
+            width = max(WIDTH[s.type] for s in self.instrumented.sites)
+            total = exhaustive_size(counts, width)
+            trials_iter = exhaustive_trials(self.config, counts, width)
+        else:
+            if margin is not None:
+                total = planned_trials(self.population(), margin)
+            else:
+                total = n if n is not None else self.config.runs
+            trials_iter = (uniform_trial(self.config, counts, i) for i in range(total))
+        done = db.done_ids()
+        todo = (t for t in trials_iter if t.id not in done)
+        remaining = total - len([i for i in done if i < total])
+        executor = LocalExecutor(self.instrumented.executable,
+                                 self.instrumented.directory / "inputs.txt", self.jobs,
+                                 int(self.timeout_seconds() * 1e6))
+        tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
+        batch: list[dict] = []
+        last_commit = time.monotonic()
+        columns = [TextColumn("[bold]injecting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                   TimeRemainingColumn()]
+        with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+            task = bar.add_task(self._tally_text(tally), total=total, completed=total - remaining)
+            if remaining > 0:
+                for result in executor.run(todo):
+                    row = self._row(result)
+                    batch.append(row)
+                    tally[row["outcome"]] += 1
+                    bar.update(task, advance=1, description=self._tally_text(tally))
+                    if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
+                        db.add_trials(batch)
+                        batch.clear()
+                        last_commit = time.monotonic()
+                        if margin is not None and self._tight_enough(tally, margin):
+                            break
+            if batch:
+                db.add_trials(batch)
+        return summarize(db)
+
+    @staticmethod
+    def _tally_text(tally: Counter) -> str:
+        return " ".join(f"{o}={tally[o]}" for o in ("sdc", "benign", "crash", "hang", "not_activated"))
+
+    @staticmethod
+    def _tight_enough(tally: Counter, margin: float) -> bool:
+        activated = sum(tally[o] for o in ("sdc", "benign", "crash", "hang"))
+        if activated < 100:
+            return False
+        _, low, high = wilson(tally["sdc"], activated)
+        return (high - low) / 2 <= margin
+
+    def summary(self) -> dict:
+        db = CampaignDatabase(self.db_path, create=False)
+        try:
+            return summarize(db)
+        finally:
+            db.close()

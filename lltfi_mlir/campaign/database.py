@@ -1,0 +1,84 @@
+"""One SQLite database per campaign: its configuration, sites, profile, and one row per trial.
+
+Written by one process only (the campaign driver), in WAL mode with a commit every few hundred
+trials; a trial row holds everything needed to replay it. Re-opening with the same campaign
+resumes: trial ids already present are not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import UsageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sites (
+    id INTEGER PRIMARY KEY, function TEXT, opcode TEXT, type TEXT, register TEXT,
+    node TEXT, op_type TEXT, layer INTEGER, dynamic_count INTEGER);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    input INTEGER NOT NULL, target INTEGER NOT NULL, fault_type TEXT NOT NULL, num_bits INTEGER,
+    bit INTEGER, max_multiple INTEGER, window_len INTEGER, seed INTEGER NOT NULL,
+    status TEXT NOT NULL, code INTEGER, outcome TEXT NOT NULL, activated INTEGER NOT NULL,
+    site INTEGER, dyn_index INTEGER, mask TEXT, value_before TEXT, value_after TEXT,
+    faults TEXT, deviation REAL, output BLOB);
+"""
+TRIAL_COLUMNS = ("id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
+                 "status", "code", "outcome", "activated", "site", "dyn_index", "mask", "value_before",
+                 "value_after", "faults", "deviation", "output")
+
+
+class CampaignDatabase:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise UsageError(f"campaign database not found: {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"{self.path} is not a campaign database: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def get_meta(self, key: str, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        self.conn.commit()
+
+    def bind_campaign(self, identity: dict) -> None:
+        """Refuse to mix two different campaigns in one database."""
+        existing = self.get_meta("identity")
+        if existing is None:
+            self.set_meta("identity", identity)
+        elif existing != identity:
+            changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+            raise UsageError(f"{self.path} holds a different campaign (differs in: {', '.join(changed)}); "
+                             "use another --db or remove this file")
+
+    def set_sites(self, rows: Iterable[tuple]) -> None:
+        self.conn.execute("DELETE FROM sites")
+        self.conn.executemany("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.conn.commit()
+
+    def done_ids(self) -> set[int]:
+        return {row[0] for row in self.conn.execute("SELECT id FROM trials")}
+
+    def add_trials(self, rows: list[dict]) -> None:
+        self.conn.executemany(
+            f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}) VALUES ({', '.join('?' * len(TRIAL_COLUMNS))})",
+            [tuple(r.get(c) for c in TRIAL_COLUMNS) for r in rows])
+        self.conn.commit()
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()

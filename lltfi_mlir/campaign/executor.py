@@ -1,0 +1,124 @@
+"""Executors run trials on fork-servers and yield raw results; the caller owns the database.
+
+`LocalExecutor` starts one fork-server per job (the instrumented model loaded once per server);
+each trial is a fork inside the server, never an exec or a Python start-up. A cluster executor
+only needs the same `run(trials)` generator.
+"""
+
+from __future__ import annotations
+
+import selectors
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RunError
+from .plan import Trial
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    site: int
+    index: int
+    mask: int
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class RawResult:
+    trial: Trial
+    status: str                  # ok | crash | hang | exit
+    code: int                    # signal number or exit status
+    faults: tuple[FaultRecord, ...]
+    output: bytes                # raw little-endian float32 bytes of all outputs, concatenated
+
+
+def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
+    parts = line.split()
+    trial_id, status, code, n = int(parts[1]), parts[2], int(parts[3]), int(parts[4])
+    faults = []
+    at = 5
+    for _ in range(n):
+        site, index, mask, before, after = parts[at:at + 5]
+        faults.append(FaultRecord(int(site), int(index), int(mask, 16), int(before, 16), int(after, 16)))
+        at += 5
+    n_values = int(parts[at])
+    data = bytes.fromhex(parts[at + 1]) if n_values else b""
+    return RawResult(trials.pop(trial_id), status, code, tuple(faults), data)
+
+
+class LocalExecutor:
+    """A pool of fork-servers on this machine, `jobs` of them, each with two trials in flight."""
+
+    def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int) -> None:
+        self.executable, self.inputs_list, self.jobs, self.timeout_us = executable, inputs_list, jobs, timeout_us
+
+    def _start(self) -> list[subprocess.Popen]:
+        servers = []
+        for _ in range(self.jobs):
+            proc = subprocess.Popen([str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, bufsize=1)
+            ready = proc.stdout.readline()
+            if not ready.startswith("READY"):
+                err = proc.stderr.read().strip()
+                proc.kill()
+                raise RunError(f"fork-server did not start: {err or ready.strip()}")
+            servers.append(proc)
+        return servers
+
+    def run(self, trials: Iterable[Trial]) -> Iterator[RawResult]:
+        pending = iter(trials)
+        in_flight: dict[int, Trial] = {}
+        servers = self._start()
+        selector = selectors.DefaultSelector()
+        load = {}
+        try:
+            for proc in servers:
+                selector.register(proc.stdout, selectors.EVENT_READ, proc)
+                load[proc.pid] = 0
+                for _ in range(2):
+                    self._send(proc, pending, in_flight, load)
+            while in_flight:
+                for key, _ in selector.select():
+                    proc = key.data
+                    line = proc.stdout.readline()
+                    if not line:
+                        err = proc.stderr.read().strip()
+                        raise RunError(f"fork-server exited unexpectedly: {err[-300:]}")
+                    load[proc.pid] -= 1
+                    yield parse_result(line, in_flight)
+                    self._send(proc, pending, in_flight, load)
+        finally:
+            for proc in servers:
+                try:
+                    proc.stdin.close()
+                except OSError:
+                    pass
+                proc.kill()
+                proc.wait()
+            selector.close()
+
+    def _send(self, proc: subprocess.Popen, pending: Iterator[Trial], in_flight: dict[int, Trial],
+              load: dict[int, int]) -> None:
+        trial = next(pending, None)
+        if trial is None:
+            return
+        in_flight[trial.id] = trial
+        load[proc.pid] += 1
+        proc.stdin.write(trial.line(self.timeout_us))
+        proc.stdin.flush()
+
+
+def split_outputs(data: bytes, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    values = np.frombuffer(data, dtype="<f4")
+    out, at = [], 0
+    for shape in shapes:
+        n = int(np.prod(shape)) if shape else 1
+        out.append(values[at:at + n].reshape(shape))
+        at += n
+    return out

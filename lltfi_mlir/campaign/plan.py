@@ -1,0 +1,73 @@
+"""Trial planning: which input, which dynamic instance, which fault model, which seed.
+
+Trial i is a pure function of (campaign seed, i) -- `numpy.random.default_rng([seed, i])` -- so a
+resumed or repeated campaign draws exactly the same trials, in any order, on any worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CampaignConfig, FaultConfig
+
+FAULT_CODES = {"bitflip": 0, "stuck_at_0": 1, "stuck_at_1": 2}
+
+
+@dataclass(frozen=True)
+class Trial:
+    id: int
+    input: int           # index of the input set
+    target: int          # 0-based dynamic index among the selected instances of that input's run
+    fault: FaultConfig
+    bit: int | None      # fixed bit, or None: drawn by the runtime from `seed`
+    seed: int
+
+    def line(self, timeout_us: int, mask: int = 0) -> str:
+        """The fork-server's trial line (see runtime/campaign_server.c)."""
+        f = self.fault
+        bit = -1 if self.bit is None else self.bit
+        return (f"{self.id} {self.input} {self.target} {FAULT_CODES[f.type]} {f.num_bits} {bit} {mask:x} "
+                f"{f.max_multiple} {f.window_len} {self.seed} {timeout_us}\n")
+
+
+def _fault_of(config: CampaignConfig, index: int) -> FaultConfig:
+    """Trials are split over the runOption entries in order, by their numOfRuns."""
+    start = 0
+    for fault in config.faults:
+        runs = fault.runs if fault.runs is not None else config.runs
+        if index < start + runs:
+            return fault
+        start += runs
+    return config.faults[-1]
+
+
+def uniform_trial(config: CampaignConfig, counts: Sequence[int], index: int) -> Trial:
+    """Uniform over all selected dynamic instances of all inputs (inputs weighted by their counts)."""
+    rng = np.random.default_rng([config.seed, index])
+    fault = _fault_of(config, index)
+    total = int(sum(counts))
+    flat = int(rng.integers(total))
+    input_index = int(np.searchsorted(np.cumsum(counts), flat, side="right"))
+    target = flat - int(sum(counts[:input_index]))
+    if fault.cycle is not None:
+        target = fault.cycle
+    seed = int(rng.integers(1, 2**62))
+    return Trial(index, input_index, target, fault, fault.bit, seed)
+
+
+def exhaustive_trials(config: CampaignConfig, counts: Sequence[int], width: int) -> Iterator[Trial]:
+    """Every (input, dynamic instance, bit); bits beyond a site's width end not activated."""
+    fault = config.faults[0]
+    index = 0
+    for input_index, count in enumerate(counts):
+        for target in range(count):
+            for bit in range(width):
+                yield Trial(index, input_index, target, fault, bit, index + 1)
+                index += 1
+
+
+def exhaustive_size(counts: Sequence[int], width: int) -> int:
+    return int(sum(counts)) * width

@@ -1,0 +1,119 @@
+"""Campaign results as one dict (the `--json` schema), CSV rows, and rich tables.
+
+Rates of sdc/benign/crash/hang are over activated trials; not_activated is over all trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+
+from rich.console import Console
+from rich.table import Table
+
+from .database import TRIAL_COLUMNS, CampaignDatabase
+from .outcomes import OUTCOMES
+from .stats import wilson
+
+ACTIVATED_OUTCOMES = ("sdc", "benign", "crash", "hang")
+
+
+def _group(counter: Counter) -> dict:
+    trials = sum(counter.values())
+    activated = sum(counter[o] for o in ACTIVATED_OUTCOMES)
+    outcomes = {}
+    for o in OUTCOMES:
+        n = activated if o != "not_activated" else trials
+        rate, low, high = wilson(counter[o], n)
+        outcomes[o] = {"count": counter[o], "rate": rate, "ci_low": low, "ci_high": high}
+    return {"trials": trials, "activated": activated, "outcomes": outcomes}
+
+
+def _bit_of(mask: str | None) -> str:
+    if not mask:
+        return "none"
+    value = int(mask, 16)
+    return str(value.bit_length() - 1) if value and value & (value - 1) == 0 else "multi"
+
+
+def summarize(db: CampaignDatabase) -> dict:
+    sites = {row[0]: row for row in db.query("SELECT id, opcode, node, op_type, layer FROM sites")}
+    overall: Counter = Counter()
+    by_layer: dict[str, Counter] = defaultdict(Counter)
+    by_opcode: dict[str, Counter] = defaultdict(Counter)
+    by_bit: dict[str, Counter] = defaultdict(Counter)
+    for outcome, site, mask in db.query("SELECT outcome, site, mask FROM trials"):
+        overall[outcome] += 1
+        if site is None or site not in sites:
+            continue
+        _, opcode, node, op_type, layer = sites[site]
+        layer_key = f"{node} ({op_type} {layer})" if node else "(no operator)"
+        by_layer[layer_key][outcome] += 1
+        by_opcode[opcode][outcome] += 1
+        by_bit[_bit_of(mask)][outcome] += 1
+    result = _group(overall)
+    result["by_layer"] = {k: _group(v) for k, v in sorted(by_layer.items())}
+    result["by_opcode"] = {k: _group(v) for k, v in sorted(by_opcode.items())}
+    result["by_bit"] = {k: _group(v) for k, v in sorted(by_bit.items(), key=lambda kv: (len(kv[0]), kv[0]))}
+    for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc"):
+        value = db.get_meta(key)
+        if value is not None:
+            result[key] = value
+    thresholds = db.get_meta("thresholds")
+    if thresholds:
+        activated = [d for (d,) in db.query("SELECT deviation FROM trials WHERE outcome IN ('sdc', 'benign')")]
+        n = result["activated"]
+        result["sdc_by_threshold"] = {}
+        for t in thresholds:
+            k = sum(1 for d in activated if d is not None and d > t)
+            rate, low, high = wilson(k, n)
+            result["sdc_by_threshold"][str(t)] = {"count": k, "rate": rate, "ci_low": low, "ci_high": high}
+    return result
+
+
+def _pct(entry: dict) -> str:
+    if entry["rate"] != entry["rate"]:
+        return "-"
+    return f"{100 * entry['rate']:.1f}% [{100 * entry['ci_low']:.1f}, {100 * entry['ci_high']:.1f}]"
+
+
+def _table(title: str, groups: dict) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column("trials", justify="right")
+    table.add_column("activated", justify="right")
+    for o in ACTIVATED_OUTCOMES:
+        table.add_column(o.upper() if o == "sdc" else o, justify="right")
+    for name, g in groups.items():
+        table.add_row(name, str(g["trials"]), str(g["activated"]), *(_pct(g["outcomes"][o]) for o in ACTIVATED_OUTCOMES))
+    return table
+
+
+def print_summary(summary: dict, console: Console, details: bool = True) -> None:
+    console.print(_table("Outcomes (rates over activated faults, 95% Wilson intervals)", {"all": summary}))
+    na = summary["outcomes"]["not_activated"]
+    console.print(f"not activated: {na['count']} of {summary['trials']} trials")
+    if "sdc_by_threshold" in summary:
+        table = Table(title="SDC by deviation threshold", title_justify="left")
+        table.add_column("threshold")
+        table.add_column("SDC", justify="right")
+        for t, entry in summary["sdc_by_threshold"].items():
+            table.add_row(f"> {t}", _pct(entry))
+        console.print(table)
+    if details:
+        console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
+        console.print(_table("Per opcode", summary["by_opcode"]))
+        console.print(_table("Per bit position", summary["by_bit"]))
+
+
+def trials_csv(db: CampaignDatabase) -> str:
+    out = io.StringIO()
+    columns = [c for c in TRIAL_COLUMNS if c != "output"]
+    writer = csv.writer(out)
+    writer.writerow(columns + ["node", "op_type", "layer", "opcode"])
+    sites = {row[0]: row[1:] for row in db.query("SELECT id, node, op_type, layer, opcode FROM sites")}
+    for row in db.query(f"SELECT {', '.join(columns)} FROM trials ORDER BY id"):
+        site = row[columns.index("site")]
+        writer.writerow(list(row) + list(sites.get(site, (None, None, None, None))))
+    return out.getvalue()
