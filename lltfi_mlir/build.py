@@ -57,7 +57,7 @@ class Build:
             in_paths, out_paths = [], []
             for i, array in enumerate(arrays):
                 in_paths.append(Path(tmp) / f"in{i}.npy")
-                np.save(in_paths[-1], np.ascontiguousarray(array))
+                np.save(in_paths[-1], np.ascontiguousarray(array).reshape(array.shape))
             out_paths = [Path(tmp) / f"out{i}.npy" for i in range(len(self.outputs))]
             self.run_files(in_paths, out_paths)
             return [np.load(p) for p in out_paths]

@@ -59,6 +59,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", action="append", default=[],
                    help="write the model's outputs to these .npy files (one per output)")
     p.add_argument("--top", type=int, default=5, help="how many top classes to print (default 5)")
+
+    p = sub.add_parser("inject", help="run a fault-injection campaign",
+                       description="Run (or resume) a fault-injection campaign on a model or a build directory. "
+                       "The YAML config accepts LLTFI's input.yaml keys (compileOption, runOption) and a native "
+                       "schema (select, fault, campaign, sdc). Re-running the same command resumes.")
+    p.add_argument("target", help="ONNX model file or build directory")
+    p.add_argument("-c", "--config", help="YAML configuration (default: paper defaults: single bit flips in the "
+                   "destination registers of floating-point arithmetic inside the model's operators)")
+    p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
+    p.add_argument("--runs", type=int, help="number of trials (overrides the config's numOfRuns)")
+    p.add_argument("--seed", type=int, help="campaign seed (overrides fi_random_seed / campaign.seed)")
+    p.add_argument("--jobs", "-j", type=int, help="parallel fork-servers (default: one per core)")
+    p.add_argument("--margin", type=float, help="plan the trial count for this error margin (Leveugle et al. "
+                   "2009) and stop once the 95%% interval of the SDC rate is that tight")
+    p.add_argument("--exhaustive", action="store_true", help="every (dynamic instance, bit) pair")
+    p.add_argument("--db", help="campaign database (default: campaign-<hash>.db beside the build)")
+    p.add_argument("--timeout", type=float, help="seconds per trial before it counts as a hang "
+                   "(default: 50x the golden run, at least 0.5 s)")
+    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc level when compiling")
+    p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
+
+    p = sub.add_parser("results", help="print or export a campaign's results",
+                       description="Print a finished (or partial) campaign's outcome rates with 95% Wilson "
+                       "intervals, overall and per layer, opcode and bit, or export them.")
+    p.add_argument("db", help="campaign database")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="print one JSON object (rates over activated trials)")
+    group.add_argument("--csv", action="store_true", help="print one CSV row per trial")
     return parser
 
 
@@ -119,7 +148,53 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run}
+def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .campaign import Campaign, load_config
+    from .campaign.config import with_overrides
+    from .campaign.report import print_summary
+
+    config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout)
+    for note in config.notes:
+        console.print(f"note: {note}")
+    if args.runs is not None and args.runs < 1:
+        raise UsageError(f"--runs {args.runs}: must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: must be at least 1")
+    if args.margin is not None and not 0 < args.margin < 1:
+        raise UsageError(f"--margin {args.margin}: must be between 0 and 1 (e.g. 0.01)")
+    target = Path(args.target)
+    kwargs = {"db": args.db, "jobs": args.jobs}
+    if target.is_dir():
+        campaign = Campaign.from_build(target, config, args.inputs, **kwargs)
+    else:
+        campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
+                                      **kwargs)
+    summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
+    print_summary(summary, console, details=not args.quiet)
+    console.print(f"results: {campaign.db_path}  (lltfi-mlir results {campaign.db_path} --json)")
+    return ExitCode.OK
+
+
+def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
+    import json
+
+    from .campaign.database import CampaignDatabase
+    from .campaign.report import print_summary, summarize, trials_csv
+
+    db = CampaignDatabase(args.db, create=False)
+    try:
+        if args.csv:
+            sys.stdout.write(trials_csv(db))
+        elif args.json:
+            sys.stdout.write(json.dumps(summarize(db), indent=1, default=str) + "\n")
+        else:
+            print_summary(summarize(db), console)
+    finally:
+        db.close()
+    return ExitCode.OK
+
+
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "inject": _cmd_inject, "results": _cmd_results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ only needs the same `run(trials)` generator.
 
 from __future__ import annotations
 
+import os
 import selectors
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -62,10 +63,16 @@ class LocalExecutor:
         for _ in range(self.jobs):
             proc = subprocess.Popen([str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, bufsize=1)
-            ready = proc.stdout.readline()
+                                    bufsize=0)
+            ready = b""
+            while not ready.endswith(b"\n"):
+                chunk = os.read(proc.stdout.fileno(), 1)
+                if not chunk:
+                    break
+                ready += chunk
+            ready = ready.decode()
             if not ready.startswith("READY"):
-                err = proc.stderr.read().strip()
+                err = proc.stderr.read().decode().strip()
                 proc.kill()
                 raise RunError(f"fork-server did not start: {err or ready.strip()}")
             servers.append(proc)
@@ -76,23 +83,27 @@ class LocalExecutor:
         in_flight: dict[int, Trial] = {}
         servers = self._start()
         selector = selectors.DefaultSelector()
-        load = {}
+        buffers: dict[int, bytes] = {}
         try:
             for proc in servers:
-                selector.register(proc.stdout, selectors.EVENT_READ, proc)
-                load[proc.pid] = 0
+                # Raw reads: a buffered readline could hold a second result line that select() never
+                # reports, and the pool would wait forever.
+                selector.register(proc.stdout.fileno(), selectors.EVENT_READ, proc)
+                buffers[proc.pid] = b""
                 for _ in range(2):
-                    self._send(proc, pending, in_flight, load)
+                    self._send(proc, pending, in_flight)
             while in_flight:
                 for key, _ in selector.select():
                     proc = key.data
-                    line = proc.stdout.readline()
-                    if not line:
-                        err = proc.stderr.read().strip()
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        err = proc.stderr.read().decode().strip()
                         raise RunError(f"fork-server exited unexpectedly: {err[-300:]}")
-                    load[proc.pid] -= 1
-                    yield parse_result(line, in_flight)
-                    self._send(proc, pending, in_flight, load)
+                    buffers[proc.pid] += chunk
+                    *lines, buffers[proc.pid] = buffers[proc.pid].split(b"\n")
+                    for line in lines:
+                        yield parse_result(line.decode(), in_flight)
+                        self._send(proc, pending, in_flight)
         finally:
             for proc in servers:
                 try:
@@ -103,15 +114,12 @@ class LocalExecutor:
                 proc.wait()
             selector.close()
 
-    def _send(self, proc: subprocess.Popen, pending: Iterator[Trial], in_flight: dict[int, Trial],
-              load: dict[int, int]) -> None:
+    def _send(self, proc: subprocess.Popen, pending: Iterator[Trial], in_flight: dict[int, Trial]) -> None:
         trial = next(pending, None)
         if trial is None:
             return
         in_flight[trial.id] = trial
-        load[proc.pid] += 1
-        proc.stdin.write(trial.line(self.timeout_us))
-        proc.stdin.flush()
+        os.write(proc.stdin.fileno(), trial.line(self.timeout_us).encode())
 
 
 def split_outputs(data: bytes, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
