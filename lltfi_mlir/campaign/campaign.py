@@ -101,6 +101,8 @@ class Campaign:
         self.profiles: list[InputProfile] = []
         self.golden: list[list[np.ndarray]] = []
         self.judge = SdcJudge(config.sdc)
+        self.last_run_seconds = 0.0
+        self.last_trials = 0
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -238,10 +240,13 @@ class Campaign:
                    TimeRemainingColumn()]
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task(self._tally_text(tally), total=total, completed=total - remaining)
+            started = time.perf_counter()
+            self.last_trials = 0
             if remaining > 0:
                 for result in executor.run(todo):
                     row = self._row(result)
                     batch.append(row)
+                    self.last_trials += 1
                     tally[row["outcome"]] += 1
                     bar.update(task, advance=1, description=self._tally_text(tally))
                     if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
@@ -252,6 +257,7 @@ class Campaign:
                             break
             if batch:
                 db.add_trials(batch)
+            self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)
 
     @staticmethod

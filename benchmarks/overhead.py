@@ -1,0 +1,87 @@
+"""Cost of instrumentation, profiling and campaigns, per example model, measured side by side.
+
+For each model (llc -O0, default selection: floating-point arithmetic in the operators):
+  plain       one inference of the uninstrumented program
+  instr       one inference of the instrumented program, not injecting (golden mode)
+  profile     one inference in profile mode (counts every selected dynamic instance)
+  campaign    trials per second with --jobs J against the ideal J / plain
+Plain and instrumented runs are interleaved (R rounds) and the medians compared, because separate
+timings on these shared machines drift by tens of percent.
+
+    python benchmarks/overhead.py [--rounds 7] [--repeat 30] [--trials 300] [--jobs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lltfi_mlir import compile_onnx
+from lltfi_mlir.campaign import Campaign, CampaignConfig
+from lltfi_mlir.campaign.profile import run_profile, write_inputs_list
+from lltfi_mlir.dialect_passes.sites import SiteSelector
+from lltfi_mlir.instrument import instrument_build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def per_inference_us(exe: Path, inputs: list[Path], repeat: int) -> float:
+    args = [str(exe)] + [a for p in inputs for a in ("--input", str(p))] + ["--repeat", str(repeat), "--time"]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True)
+    return float(proc.stderr.split("time_per_inference_us")[1].split()[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=30, help="inferences per timed run")
+    parser.add_argument("--trials", type=int, default=300, help="campaign trials per model")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--models", nargs="*", help="example names (default: all)")
+    args = parser.parse_args()
+    console = Console(width=160)
+    tmp = Path(tempfile.mkdtemp(prefix="lltfi-overhead-"))
+    table = Table(title=f"instrumentation overhead (llc -O0; medians of {args.rounds} interleaved rounds) and "
+                        f"campaign throughput (jobs={args.jobs})")
+    for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "profile us",
+                "profile overhead", "trials/s", "ideal trials/s", "of ideal"]:
+        table.add_column(col, justify="right")
+    models = sorted(ROOT.glob("examples/*/model.onnx"))
+    if args.models:
+        models = [m for m in models if m.parent.name in args.models]
+    for model in models:
+        name = model.parent.name
+        inputs = [sorted((model.parent / "inputs").glob("*.npy"))[0]]
+        with console.status(f"{name}: compile and instrument"):
+            build = compile_onnx(model, tmp / name / "build")
+            inst = instrument_build(build, SiteSelector())
+        plain, instr = [], []
+        with console.status(f"{name}: timing"):
+            for _ in range(args.rounds):
+                plain.append(per_inference_us(build.executable, inputs, args.repeat))
+                instr.append(per_inference_us(inst.executable, inputs, args.repeat))
+            listing = write_inputs_list([inputs], tmp / name / "inputs.txt")
+            profiles = [run_profile(inst.executable, listing, repeat=1)[0] for _ in range(args.rounds)]
+        p_us, i_us = statistics.median(plain), statistics.median(instr)
+        prof_us = 1e6 * statistics.median(p.profile_seconds for p in profiles)
+        with console.status(f"{name}: campaign of {args.trials} trials"):
+            campaign = Campaign.from_build(build.directory, CampaignConfig(seed=1), model.parent / "inputs",
+                                           db=tmp / name / "c.db", jobs=args.jobs)
+            campaign.run(args.trials, progress=False)
+        rate = campaign.last_trials / campaign.last_run_seconds
+        ideal = args.jobs / (p_us * 1e-6)
+        table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", f"{100 * (i_us / p_us - 1):+.1f}%",
+                      f"{prof_us:.0f}", f"{100 * (prof_us / p_us - 1):+.1f}%", f"{rate:.0f}", f"{ideal:.0f}",
+                      f"{100 * rate / ideal:.0f}%")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
