@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from lltfi_mlir.cli import ExitCode, main
 
 
-@pytest.mark.parametrize("command", [[], ["compile"], ["run"]])
+@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["inject"], ["results"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as info:
         main(command + ["--help"])
@@ -84,3 +84,46 @@ def test_controller_rejects_wrong_shape_by_itself(tmp_path):
     np.save(wrong, np.ones((2, 1, 8, 8), np.float32))
     proc = subprocess.run([str(tmp_path / "b" / "model"), "--input", str(wrong)], capture_output=True, text=True)
     assert proc.returncode == 2 and "expected float32 of shape 1x1x8x8" in proc.stderr
+
+
+def test_inject_and_results_json_schema(tmp_path, capsys):
+    import json
+
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), model)
+    (tmp_path / "inputs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        np.save(tmp_path / "inputs" / f"{i}.npy", rng.standard_normal((1, 1, 8, 8)).astype(np.float32))
+    db = tmp_path / "c.db"
+    assert main(["inject", str(model), "--inputs", str(tmp_path / "inputs"), "--runs", "120", "--seed", "2",
+                 "--db", str(db), "-o", str(tmp_path / "out"), "--quiet"]) == ExitCode.OK
+    assert "Outcomes" in capsys.readouterr().out
+    assert main(["results", str(db), "--json"]) == ExitCode.OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trials"] == 120
+    assert set(summary["outcomes"]) == {"sdc", "benign", "crash", "hang", "not_activated"}
+    for entry in summary["outcomes"].values():
+        assert {"count", "rate", "ci_low", "ci_high"} <= set(entry)
+    assert sum(e["count"] for e in summary["outcomes"].values()) == 120
+    assert {"conv1 (Conv 1)", "fc (Gemm 1)"} <= set(summary["by_layer"])
+    assert {"fmul", "fadd", "maximum"} <= set(summary["by_opcode"])
+    assert summary["by_bit"]
+    assert main(["results", str(db), "--csv"]) == ExitCode.OK
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 121 and lines[0].startswith("id,input,target")
+
+
+def test_inject_usage_errors(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), model)
+    assert main(["inject", str(model), "--runs", "0"]) == 2
+    assert "--runs 0" in _error_line(capsys)
+    assert main(["inject", str(model), "-o", str(tmp_path / "o")]) == 2
+    assert "no inputs" in _error_line(capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runOption:\n  - run:\n      numOfRun: 3\n")
+    assert main(["inject", str(model), "-c", str(bad)]) == 2
+    assert "bad.yaml:3: unknown key 'numOfRun'" in _error_line(capsys)
+    assert main(["results", str(tmp_path / "none.db")]) == 2
+    assert "not found" in _error_line(capsys)

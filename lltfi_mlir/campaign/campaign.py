@@ -111,7 +111,9 @@ class Campaign:
                   opt_level: int = 0, **kwargs) -> Campaign:
         model = Path(model)
         config = config if isinstance(config, CampaignConfig) else load_config(config)
-        out = Path(out_dir) if out_dir else Path("lltfi-out") / model.stem
+        # Exported models are often all called model.onnx: name the work directory after the folder.
+        name = model.parent.name if model.stem == "model" and model.parent.name else model.stem
+        out = Path(out_dir) if out_dir else Path("lltfi-out") / name
         build_dir = out / "build"
         build = None
         if (build_dir / "manifest.json").exists():
