@@ -55,7 +55,7 @@ def pytorchfi_trials(xs: list[np.ndarray], reference: list[np.ndarray], trials: 
         sys.exit("ONNX initializers do not match the LeNet-5 parameters in order and shape")
     with torch.no_grad():
         for p, w in zip(params, weights):
-            p.copy_(torch.from_numpy(w))
+            p.copy_(torch.tensor(w))
         xt = [torch.from_numpy(x) for x in xs]
         golden = [model(x).numpy() for x in xt]
     worst = max(float(np.max(np.abs(g - r))) for g, r in zip(golden, reference))
@@ -86,8 +86,8 @@ def pytorchfi_trials(xs: list[np.ndarray], reference: list[np.ndarray], trials: 
             sdc += judge.is_sdc([golden[i]], [faulty(xt[i]).numpy()])
     seconds = time.perf_counter() - start
     version = getattr(pytorchfi, "__version__", None) or _dist_version("pytorchfi")
-    return {"tool": f"PyTorchFI {version} (torch {torch.__version__}, 1 thread)", "seconds": seconds,
-            "model": "1 bit of 1 float32 Conv/Linear output neuron", "trials": trials, "sdc": sdc, "over": trials}
+    return {"tool": f"PyTorchFI {version}", "seconds": seconds, "torch": torch.__version__,
+            "model": "neuron: float32 Conv/Linear output", "trials": trials, "sdc": sdc, "over": trials}
 
 
 def _dist_version(name: str) -> str:
@@ -100,8 +100,8 @@ def lltfi_trials(campaign: Campaign, trials: int) -> dict:
     summary = campaign.run(trials, progress=False)
     seconds = time.perf_counter() - start
     activated = summary["activated"]
-    return {"tool": f"lltfi-mlir, jobs={campaign.jobs}", "seconds": seconds, "trials": summary["trials"],
-            "model": "1 bit of 1 executed FP instruction result", "sdc": summary["outcomes"]["sdc"]["count"],
+    return {"tool": f"lltfi-mlir jobs={campaign.jobs}", "seconds": seconds, "trials": summary["trials"],
+            "model": "instruction: FP op result", "sdc": summary["outcomes"]["sdc"]["count"],
             "over": activated, "loop": getattr(campaign, "last_run_seconds", None),
             "extra": {o: summary["outcomes"][o]["count"] for o in ("crash", "hang", "not_activated")}}
 
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=max(Console().width, 110))
     xs = [np.load(p) for p in sorted(INPUTS.glob("*.npy"), key=lambda p: (len(p.stem), p.stem))]
     rows = []
     with tempfile.TemporaryDirectory(prefix="vs-pytorchfi-") as tmp:
@@ -130,8 +130,8 @@ def main() -> None:
             if torch.__version__.split("+")[0] != "2.13.0":
                 raise ImportError(f"torch {torch.__version__}")
         except ImportError as exc:
-            console.print(f"[yellow]PyTorchFI skipped ({exc}): it needs torch==2.13.0 + pytorchfi "
-                          "(see this script's docstring); measuring lltfi-mlir only.[/]")
+            console.print(f"[yellow]PyTorchFI skipped ({exc}): needs torch==2.13.0 + pytorchfi (see the "
+                          "docstring); measuring lltfi-mlir only.[/]")
         else:
             rows.append(pytorchfi_trials(xs, reference, args.trials, args.seed))
         rows += [lltfi_trials(c, args.trials) for c in campaigns]
@@ -147,10 +147,11 @@ def main() -> None:
                       f"{r['trials'] / r['seconds']:.0f}",
                       f"{100 * rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}]{over}")
     console.print(table)
-    notes = [
+    notes = [f"{r['tool']}: torch {r['torch']}, torch.set_num_threads(1)." for r in rows if "torch" in r]
+    notes += [
         "Timed: PyTorchFI = the trial loop only (per trial: draw a site, declare_neuron_fi, which deep-copies "
         "the model and sets hooks, one batch-1 inference, top-1 check); model build, weight loading and "
-        "pytorchfi's shape profiling are excluded.",
+        "pytorchfi's shape profiling are excluded." if notes else "Timed:",
         "lltfi-mlir = wall time of Campaign.run: it re-profiles the 5 inputs (instrumentation is cached), "
         "then runs the trials on fork-servers and stores them in SQLite. Setup before it, not in the table: "
         + ", ".join(f"jobs={c.jobs} {s:.2f} s" for c, s in zip(campaigns, setup))

@@ -31,7 +31,7 @@ def main():
         x = np.load(os.path.join(os.path.dirname(path), "inputs", "0.npy"))
         assert x.dtype == np.float32 and list(x.shape) == [
             1 if d.dim_param else d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim], name
-        print(f"| {name} | {m.producer_name} {m.producer_version} | {opset} | {m.graph.input[0].name} "
+        print(f"| {name} | {m.producer_name} {m.producer_version.replace(' None', '')} | {opset} | {m.graph.input[0].name} "
               f"{dims(m.graph.input[0])} | {dims(m.graph.output[0])} | {ops} | {params:,} | "
               f"{os.path.getsize(path) / 1024:.0f} KiB | {metric} |")
 
