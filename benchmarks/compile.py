@@ -55,7 +55,8 @@ def build_vgg16(path: Path) -> None:
         if j < 2:
             nodes.append(helper.make_node("Relu", [cur], [f"fr{j}"], name=f"fc_relu{j}"))
             cur = f"fr{j}"
-    graph = helper.make_graph(nodes, "vgg16", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])],
+    image = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 224, 224])
+    graph = helper.make_graph(nodes, "vgg16", [image],
                               [helper.make_tensor_value_info(cur, TensorProto.FLOAT, [1, 1000])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(path))

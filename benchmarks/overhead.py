@@ -20,13 +20,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lltfi_mlir.dialect_passes.sites import SiteSelector
 from rich.console import Console
 from rich.table import Table
 
 from lltfi_mlir import compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.campaign.profile import run_profile, write_inputs_list
-from lltfi_mlir.dialect_passes.sites import SiteSelector
 from lltfi_mlir.instrument import instrument_build
 
 ROOT = Path(__file__).resolve().parents[1]

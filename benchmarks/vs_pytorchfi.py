@@ -39,10 +39,10 @@ def pytorchfi_trials(xs: list[np.ndarray], reference: list[np.ndarray], trials: 
     import onnx
     import pytorchfi
     import torch
-    import torch.nn as nn
     from onnx import numpy_helper
     from pytorchfi.core import fault_injection
     from pytorchfi.neuron_error_models import random_neuron_location
+    from torch import nn
 
     torch.set_num_threads(1)
     model = nn.Sequential(  # examples/train_lenet_cnn.py: lenet5()

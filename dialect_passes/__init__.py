@@ -7,4 +7,4 @@ compiler pipeline that holds a module in the LLVM dialect, not only driven by th
 from .lowering import LoweringResult, lower_to_llvm
 from .named_op_locations import PropagateNamedOpLocationsPass
 
-__all__ = ["LoweringResult", "lower_to_llvm", "PropagateNamedOpLocationsPass"]
+__all__ = ["LoweringResult", "PropagateNamedOpLocationsPass", "lower_to_llvm"]

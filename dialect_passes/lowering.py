@@ -47,8 +47,7 @@ def run_pipeline(module: ir.Module, pipeline: str, phase: str) -> None:
         return
     except Exception as exc:  # MLIRError carries the diagnostics
         message = str(exc).splitlines()
-        handle = tempfile.NamedTemporaryFile("w", suffix=f".{phase}.mlir", delete=False)
-        with handle:
+        with tempfile.NamedTemporaryFile("w", suffix=f".{phase}.mlir", delete=False) as handle:
             module.operation.print(file=handle, enable_debug_info=True)
         saved = handle.name
         first = next((line.strip() for line in message if "error" in line.lower()), message[0] if message else "")

@@ -103,10 +103,8 @@ class SiteSelector:
             return False
         if op_type in self.exclude_operators:
             return False
-        if self.layers:
-            if info is None or not any(t == op_type and (n == 0 or n == info.layer) for t, n in self.layers):
-                return False
-        return True
+        return not self.layers or (
+            info is not None and any(t == op_type and (n == 0 or n == info.layer) for t, n in self.layers))
 
 
 @dataclass(frozen=True)

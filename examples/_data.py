@@ -100,6 +100,7 @@ def verify_onnx(path, inputs, expect=None, classify=True):
 def op_summary(path):
     """{op_type: count} over the main graph (and any subgraphs)."""
     import collections
+
     import onnx
     m = onnx.load(path)
     c = collections.Counter()

@@ -14,11 +14,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _data  # noqa: E402
-from train_lenet_cnn import accuracy, train  # noqa: E402
+import _data
+from train_lenet_cnn import train
 
 torch.set_num_threads(2)
 

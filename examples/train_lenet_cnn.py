@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn as nn
+from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _data  # noqa: E402
+import _data
 
 torch.set_num_threads(2)
 

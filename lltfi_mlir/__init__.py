@@ -4,5 +4,5 @@ from .build import Build
 from .compiler import CompileOptions, compile_onnx
 from .errors import LltfiError
 
-__all__ = ["Build", "CompileOptions", "compile_onnx", "LltfiError"]
+__all__ = ["Build", "CompileOptions", "LltfiError", "compile_onnx"]
 __version__ = "0.1.0"

@@ -14,12 +14,12 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model, tiny_cnn
+from lltfi_mlir.dialect_passes.sites import SiteSelector
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.campaign.config import parse_config
 from lltfi_mlir.campaign.stats import wilson
-from lltfi_mlir.dialect_passes.sites import SiteSelector
 
 RNG = np.random.default_rng(7)
 A = RNG.standard_normal((1, 4)).astype(np.float32)

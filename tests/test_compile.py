@@ -41,7 +41,7 @@ def test_artifacts_and_manifest(tmp_path):
 def test_every_float_arithmetic_op_keeps_its_onnx_node_location(tmp_path):
     compile_onnx(tiny_cnn(), tmp_path / "b")
     text = (tmp_path / "b" / "model.llvm.mlir").read_text()
-    aliases = dict(re.findall(r'^(#loc\d+) = (loc\(.*\))$', text, flags=re.M))
+    aliases = dict(re.findall(r'^(#loc\d+) = (loc\(.*\))$', text, flags=re.MULTILINE))
     arithmetic = re.findall(r"llvm\.(fmul|fadd|fdiv|fsub|intr\.maximum|intr\.exp)\b.* loc\((#loc\d+|\"[^\"]*\")\)",
                             text)
     assert arithmetic

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lltfi_mlir.dialect_passes.sites import DEFAULT_OPCODES
 
 from lltfi_mlir.campaign.config import load_config, parse_config
-from lltfi_mlir.dialect_passes.sites import DEFAULT_OPCODES
 from lltfi_mlir.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "configs"
@@ -63,7 +63,8 @@ def test_native_schema():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("runOption:\n  - run:\n      numOfRuns: 5\n      fi_tpye: bitflip\n", ":4: unknown key 'fi_tpye' in runOption.run"),
+    ("runOption:\n  - run:\n      numOfRuns: 5\n      fi_tpye: bitflip\n",
+     ":4: unknown key 'fi_tpye' in runOption.run"),
     ("runOption:\n  - run:\n      fi_type: bitfilp\n", ":3: fi_type: 'bitfilp' is not one of bitflip"),
     ("compileOption:\n  regloc: dst\n", ":2: regloc: 'dst' is not one of dstreg"),
     ("select:\n  opcodes: [fmull]\n", ":2: opcodes: unknown opcode 'fmull'"),

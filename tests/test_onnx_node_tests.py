@@ -105,7 +105,9 @@ def _collect() -> list[NodeCase]:
             continue
         assert len(case.data_sets) == 1, f"{case.name}: {len(case.data_sets)} data sets"
         inputs, outputs = case.data_sets[0]
-        convert = (lambda a: numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a)
+        def convert(a):
+            return numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else a
+
         cases.append(NodeCase(case.name, case.model, tuple(map(convert, inputs)), tuple(map(convert, outputs))))
     return cases
 

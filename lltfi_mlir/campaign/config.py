@@ -229,8 +229,8 @@ def _fault(reader: _Reader, node: yaml.Node, lltfi: bool) -> FaultConfig:
         elif target == "bit":
             values[target] = reader.scalar(n, key, int, lambda v: 0 <= v < 64, "a bit position 0..63")
         else:
-            values[target] = reader.scalar(n, key, int, lambda v: v >= (0 if target in ("cycle", "seed") else 1),
-                                           "must be positive")
+            least = 0 if target in ("cycle", "seed") else 1
+            values[target] = reader.scalar(n, key, int, lambda v, least=least: v >= least, f"must be >= {least}")
     return FaultConfig(**values)
 
 
@@ -351,5 +351,12 @@ def with_overrides(config: CampaignConfig, **changes) -> CampaignConfig:
     return replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
-__all__ = ["CampaignConfig", "FaultConfig", "SdcConfig", "load_config", "parse_config", "with_overrides",
-           "DEFAULT_OPCODES"]
+__all__ = [
+    "DEFAULT_OPCODES",
+    "CampaignConfig",
+    "FaultConfig",
+    "SdcConfig",
+    "load_config",
+    "parse_config",
+    "with_overrides",
+]

@@ -7,6 +7,7 @@ only needs the same `run(trials)` generator.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import subprocess
@@ -106,10 +107,8 @@ class LocalExecutor:
                         self._send(proc, pending, in_flight)
         finally:
             for proc in servers:
-                try:
+                with contextlib.suppress(OSError):
                     proc.stdin.close()
-                except OSError:
-                    pass
                 proc.kill()
                 proc.wait()
             selector.close()

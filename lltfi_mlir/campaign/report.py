@@ -86,7 +86,8 @@ def _table(title: str, groups: dict) -> Table:
     for o in ACTIVATED_OUTCOMES:
         table.add_column(o.upper() if o == "sdc" else o, justify="right")
     for name, g in groups.items():
-        table.add_row(name, str(g["trials"]), str(g["activated"]), *(_pct(g["outcomes"][o]) for o in ACTIVATED_OUTCOMES))
+        rates = [_pct(g["outcomes"][o]) for o in ACTIVATED_OUTCOMES]
+        table.add_row(name, str(g["trials"]), str(g["activated"]), *rates)
     return table
 
 

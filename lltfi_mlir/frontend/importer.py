@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from mlir import ir
-from mlir.dialects import func, linalg
+from mlir.dialects import func
 
 from ..errors import ModelImportError
 from . import builders as b
@@ -140,7 +140,6 @@ class Importer:
     def import_module(self) -> ir.Module:
         """Must be called inside an active `ir.Context`."""
         check_supported(self.loaded)
-        loaded = self.loaded
         module = ir.Module.create(loc=ir.Location.unknown())
         with ir.Location.unknown():
             return self._build(module)

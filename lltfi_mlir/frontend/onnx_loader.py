@@ -17,6 +17,7 @@ from onnx import numpy_helper, shape_inference
 
 from ..errors import ModelImportError, UsageError
 
+
 @dataclass
 class LoadedModel:
     """A model ready for import: static shapes, constants separated from the computation."""
