@@ -147,12 +147,12 @@ def main() -> None:
                       f"{r['trials'] / r['seconds']:.0f}",
                       f"{100 * rate:.1f}% [{100 * low:.1f}, {100 * high:.1f}]{over}")
     console.print(table)
-    notes = [f"{r['tool']}: torch {r['torch']}, torch.set_num_threads(1)." for r in rows if "torch" in r]
+    notes = [f"{r['tool']} (torch {r['torch']}, torch.set_num_threads(1)): timed = the trial loop only (per "
+             "trial: draw a site, declare_neuron_fi, which deep-copies the model and sets hooks, one batch-1 "
+             "inference, top-1 check); model build, weight loading and pytorchfi's shape profiling excluded."
+             for r in rows if "torch" in r]
     notes += [
-        "Timed: PyTorchFI = the trial loop only (per trial: draw a site, declare_neuron_fi, which deep-copies "
-        "the model and sets hooks, one batch-1 inference, top-1 check); model build, weight loading and "
-        "pytorchfi's shape profiling are excluded." if notes else "Timed:",
-        "lltfi-mlir = wall time of Campaign.run: it re-profiles the 5 inputs (instrumentation is cached), "
+        "lltfi-mlir: timed = wall time of Campaign.run: it re-profiles the 5 inputs (instrumentation is cached), "
         "then runs the trials on fork-servers and stores them in SQLite. Setup before it, not in the table: "
         + ", ".join(f"jobs={c.jobs} {s:.2f} s" for c, s in zip(campaigns, setup))
         + " (the first includes compiling the ONNX model and instrumenting it).",

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from mlir import ir
 from mlir.dialects import llvm
 
+from .loop_nests import Loop, compute_counts, escapes, find_loops
 from .sites import NodeInfo, Site, SiteSelector, SiteTable, node_name_of, opcode_of, type_name
 
 REMAINING = "lltfi_fi_remaining"
@@ -39,6 +40,7 @@ class InstrumentResult:
     sites: list[Site]
     versioned_blocks: int = 0
     inline_blocks: int = 0
+    versioned_nests: int = 0
 
 
 def _hook_name(tname: str) -> str:
@@ -90,6 +92,18 @@ def _hook_call(site: Site, value: ir.Value) -> tuple[ir.Value, ir.Operation]:
     return result, arg.owner if site.type == "i1" else call.operation
 
 
+def _countdown_check(count: int) -> ir.Value:
+    """enter = remaining < count; remaining -= count unless entering (then the hooks count)."""
+    i64 = ir.IntegerType.get_signless(64)
+    ptr = llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), REMAINING).result
+    remaining = llvm.LoadOp(i64, ptr).result
+    n = _i(64, count)
+    enter = llvm.ICmpOp(llvm.ICmpPredicate.ult, remaining, n).result
+    rest = llvm.SubOp(remaining, n, ir.Attribute.parse("#llvm.overflow<none>")).result
+    llvm.StoreOp(llvm.SelectOp(enter, remaining, rest).result, ptr)
+    return enter
+
+
 @dataclass(frozen=True)
 class InstrumentSitesPass:
     """Select fault sites and instrument them; callable on any LLVM-dialect module."""
@@ -97,6 +111,10 @@ class InstrumentSitesPass:
     name = "instrument-sites"
     selector: SiteSelector = SiteSelector()
     node_info: Mapping[str, NodeInfo] = field(default_factory=dict)
+    # Check the countdown once per entry of a loop nest with an exact instance count (preheader),
+    # instead of once per block; nests above this many instances per entry are split further.
+    version_loop_nests: bool = True
+    max_nest_instances: int = 1 << 16
 
     # -- selection --------------------------------------------------------------------------------
     def _registers(self, op: ir.Operation) -> list[tuple[str, ir.Type]]:
@@ -152,14 +170,53 @@ class InstrumentSitesPass:
                 return InstrumentResult(changed=False, sites=[])
             _declare_runtime(module, {s.type for s in table.sites})
             result = InstrumentResult(changed=True, sites=table.sites)
+            by_region: dict[ir.Region, dict[ir.Block, list]] = {}
             for block, sites in per_block.items():
-                if self._escapes(block):
-                    self._instrument_inline(sites)
-                    result.inline_blocks += 1
-                else:
-                    self._version_block(block, sites)
-                    result.versioned_blocks += 1
+                by_region.setdefault(block.region, {})[block] = sites
+            for region, blocks in by_region.items():
+                self._instrument_region(region, blocks, result)
         return result
+
+    def _instrument_region(self, region: ir.Region, per_block: dict, result: InstrumentResult) -> None:
+        counts = {b: len(sites) for b, sites in per_block.items()}
+        chosen: list[Loop] = []
+
+        def choose(loop: Loop) -> None:
+            if (loop.count and loop.count <= self.max_nest_instances and loop.preheader is not None
+                    and not escapes(loop)):
+                chosen.append(loop)
+                return
+            for child in loop.children:
+                choose(child)
+
+        if self.version_loop_nests:
+            for loop in find_loops(region):
+                compute_counts(loop, counts)
+                choose(loop)
+        work: list[tuple[ir.Block, list]] = []
+        handled: set[ir.Block] = set()
+        for loop in chosen:
+            block_map, op_map = _clone_loop(region, loop)
+            term = _terminator_of(loop.preheader)
+            args = list(term.operands)
+            with ir.InsertionPoint(term), term.location:
+                enter = _countdown_check(loop.count)
+                llvm.CondBrOp(enter, args, args, block_map[loop.header], loop.header,
+                              branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
+            term.erase()
+            result.versioned_nests += 1
+            for b in loop.blocks:
+                handled.add(b)
+                if b in per_block:
+                    work.append((block_map[b], [(op_map[op], site) for op, site in per_block[b]]))
+        work += [(b, sites) for b, sites in per_block.items() if b not in handled]
+        for block, sites in work:
+            if self._escapes(block):
+                self._instrument_inline(sites)
+                result.inline_blocks += 1
+            else:
+                self._version_block(block, sites)
+                result.versioned_blocks += 1
 
     @staticmethod
     def _escapes(block: ir.Block) -> bool:
@@ -216,17 +273,40 @@ class InstrumentSitesPass:
                 hooked = self._instrument_op(clone, by_op[op])
                 if hooked is not None:
                     value_map[op.results[0]] = hooked
-        count = len(sites)
         with ir.InsertionPoint(block), terminator_loc:
-            i64 = ir.IntegerType.get_signless(64)
-            ptr = llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), REMAINING).result
-            remaining = llvm.LoadOp(i64, ptr).result
-            n = _i(64, count)
-            enter = llvm.ICmpOp(llvm.ICmpPredicate.ult, remaining, n).result
-            rest = llvm.SubOp(remaining, n, ir.Attribute.parse("#llvm.overflow<none>")).result
-            llvm.StoreOp(llvm.SelectOp(enter, remaining, rest).result, ptr)
-            llvm.CondBrOp(enter, [], [], slow, fast,
-                          branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
+            enter = _countdown_check(len(sites))
+            llvm.CondBrOp(enter, [], [], slow, fast, branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
+
+
+def _terminator_of(block: ir.Block) -> ir.Operation:
+    return list(block.operations)[-1].operation
+
+
+def _clone_loop(region: ir.Region, loop: Loop) -> tuple[dict, dict]:
+    """Clone a loop nest's blocks at the end of the region; branches inside stay inside the copy."""
+    anchor = list(region.blocks)[-1]
+    block_map: dict[ir.Block, ir.Block] = {}
+    value_map: dict[ir.Value, ir.Value] = {}
+    for b in loop.blocks:
+        anchor = anchor.create_after(*[a.type for a in b.arguments])
+        block_map[b] = anchor
+        for old, new in zip(b.arguments, anchor.arguments):
+            value_map[old] = new
+    op_map: dict[ir.Operation, ir.Operation] = {}
+    for b in loop.blocks:
+        for op in b.operations:
+            op = op.operation
+            clone = op.clone(ip=ir.InsertionPoint(block_map[b])).operation
+            for index, operand in enumerate(clone.operands):
+                if operand in value_map:
+                    clone.operands[index] = value_map[operand]
+            for index, succ in enumerate(clone.successors):
+                if succ in block_map:
+                    clone.successors[index] = block_map[succ]
+            for old, new in zip(op.results, clone.results):
+                value_map[old] = new
+            op_map[op] = clone
+    return block_map, op_map
 
 
 def node_info_from_manifest(manifest: dict) -> dict[str, NodeInfo]:

@@ -34,12 +34,13 @@ class InstrumentedBuild:
     sites: list[Site]
     versioned_blocks: int
     inline_blocks: int
+    versioned_nests: int = 0
 
 
 def _selector_key(selector: SiteSelector, opt_level: int) -> str:
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
     payload["opt_level"] = opt_level
-    payload["version"] = 1
+    payload["version"] = 2
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
@@ -52,7 +53,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     if table_path.exists() and exe.exists():
         table = json.loads(table_path.read_text())
         return InstrumentedBuild(build, out, exe, [Site(**s) for s in table["sites"]],
-                                 table["versioned_blocks"], table["inline_blocks"])
+                                 table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"])
     out.mkdir(parents=True, exist_ok=True)
     source = build.directory / f"{STEM}.llvm.mlir"
     with ir.Context():
@@ -69,6 +70,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites)))
     seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"], opt_level)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
-             "inline_blocks": result.inline_blocks, "seconds": seconds}
+             "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests, "seconds": seconds}
     table_path.write_text(json.dumps(table, indent=1) + "\n")
-    return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks)
+    return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,
+                             result.versioned_nests)

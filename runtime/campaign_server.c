@@ -1,7 +1,8 @@
 /* Profile and fork-server modes of an instrumented model.
  *
  *   model --profile --inputs-list L [--repeat N]
- *       for each input set: golden output, dynamic count per site, time per inference.
+ *       for each input set: golden output, dynamic count per site, time per inference, and the
+ *       count the fast paths consumed (must equal the sum of the site counts).
  *   model --serve --inputs-list L
  *       reads one trial per stdin line, forks a child per trial, prints one result line per trial.
  *
@@ -104,13 +105,20 @@ int lltfi_profile_main(const char *list, int repeat) {
       double dt = now() - t0;
       if (dt < best) best = dt;
     }
+    /* What the fast paths subtract must equal what the hooks count: a self-check of the static
+       per-block and per-nest instance counts. */
+    const uint64_t start = 1ull << 62;
+    lltfi_begin_golden();
+    lltfi_fi_remaining = start;
+    lltfi_model_run(input_sets[s], outs);
+    uint64_t consumed = start - lltfi_fi_remaining;
     memset(counts, 0, (lltfi_num_sites ? lltfi_num_sites : 1) * sizeof(uint64_t));
     lltfi_begin_profile(counts);
     double t0 = now();
     lltfi_model_run(input_sets[s], outs);
     double profile_time = now() - t0;
     lltfi_begin_golden();
-    printf("P %d %.9f %.9f %d", s, best, profile_time, lltfi_num_sites);
+    printf("P %d %.9f %.9f %llu %d", s, best, profile_time, (unsigned long long)consumed, lltfi_num_sites);
     for (int i = 0; i < lltfi_num_sites; i++) printf(" %llu", (unsigned long long)counts[i]);
     printf(" %lld ", (long long)n_out);
     print_hex(stdout, buffer, n_out);

@@ -167,6 +167,7 @@ class Campaign:
             "profile_seconds": profile_s,
             "versioned_blocks": self.instrumented.versioned_blocks,
             "inline_blocks": self.instrumented.inline_blocks,
+            "versioned_nests": self.instrumented.versioned_nests,
         })
         return db
 

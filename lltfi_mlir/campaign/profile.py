@@ -40,10 +40,13 @@ def run_profile(executable: Path, inputs_list: Path, repeat: int = 3) -> list[In
         parts = line.split()
         if not parts or parts[0] != "P":
             continue
-        n_sites = int(parts[4])
-        counts = tuple(int(c) for c in parts[5:5 + n_sites])
-        n_out = int(parts[5 + n_sites])
-        data = bytes.fromhex(parts[6 + n_sites]) if n_out else b""
+        consumed, n_sites = int(parts[4]), int(parts[5])
+        counts = tuple(int(c) for c in parts[6:6 + n_sites])
+        n_out = int(parts[6 + n_sites])
+        data = bytes.fromhex(parts[7 + n_sites]) if n_out else b""
+        if consumed != sum(counts):
+            raise RunError(f"instrumentation self-check failed: the fast paths counted {consumed} selected "
+                           f"instances, the hooks {sum(counts)} (input set {parts[1]}); please report this")
         profiles.append(InputProfile(float(parts[2]), float(parts[3]), counts, data))
     return profiles
 
