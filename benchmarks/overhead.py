@@ -2,8 +2,13 @@
 
 For each model (llc -O0, default selection: floating-point arithmetic in the operators):
   plain       one inference of the uninstrumented program
-  instr       one inference of the instrumented program, not injecting (golden mode)
-  profile     one inference in profile mode (counts every selected dynamic instance)
+  instr       one inference of the instrumented program, not injecting (golden mode); also as
+              a callgrind instruction count (deterministic, unlike time on a shared machine)
+  profile     the profile is a golden run of the instrumented program: every versioning unit (loop
+              nest or block) counts its entries, and per-site counts are entries x static
+              instances per entry; so profiling costs what instrumentation costs (instr column)
+  check run   the one-off verification run per input that sends every selected instance
+              through the C hooks (must agree with the counters; not part of the profile's cost)
   campaign    trials per second with --jobs J against the ideal J / plain
 Plain and instrumented runs are interleaved (R rounds) and the medians compared, because separate
 timings on these shared machines drift by tens of percent.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -38,6 +44,19 @@ def per_inference_us(exe: Path, inputs: list[Path], repeat: int) -> float:
     return float(proc.stderr.split("time_per_inference_us")[1].split()[0])
 
 
+def instructions_per_inference(exe: Path, inputs: list[Path]) -> int | None:
+    """Deterministic cost: callgrind's instruction count, (3 inferences - 1 inference) / 2."""
+    if not shutil.which("valgrind"):
+        return None
+    counts = []
+    for repeat in (1, 3):
+        args = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(exe)]
+        args += [a for p in inputs for a in ("--input", str(p))] + ["--repeat", str(repeat)]
+        proc = subprocess.run(args, capture_output=True, text=True, check=True)
+        counts.append(int(proc.stderr.split("refs:")[1].split()[0].replace(",", "")))
+    return (counts[1] - counts[0]) // 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -50,8 +69,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lltfi-overhead-"))
     table = Table(title=f"instrumentation overhead (llc -O0; medians of {args.rounds} interleaved rounds) and "
                         f"campaign throughput (jobs={args.jobs})")
-    for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "profile us",
-                "profile overhead", "trials/s", "ideal trials/s", "of ideal"]:
+    for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "instructions +",
+                "check run us", "trials/s", "ideal trials/s", "of ideal"]:
         table.add_column(col, justify="right")
     models = sorted(ROOT.glob("examples/*/model.onnx"))
     if args.models:
@@ -68,17 +87,21 @@ def main() -> None:
                 plain.append(per_inference_us(build.executable, inputs, args.repeat))
                 instr.append(per_inference_us(inst.executable, inputs, args.repeat))
             listing = write_inputs_list([inputs], tmp / name / "inputs.txt")
-            profiles = [run_profile(inst.executable, listing, repeat=1)[0] for _ in range(args.rounds)]
+            profiles = [run_profile(inst.executable, listing, inst.units, repeat=1)[0] for _ in range(args.rounds)]
         p_us, i_us = statistics.median(plain), statistics.median(instr)
-        prof_us = 1e6 * statistics.median(p.profile_seconds for p in profiles)
+        with console.status(f"{name}: counting instructions with callgrind"):
+            p_ins = instructions_per_inference(build.executable, inputs)
+            i_ins = instructions_per_inference(inst.executable, inputs)
+        ins = f"{100 * (i_ins / p_ins - 1):+.2f}%" if p_ins else "no valgrind"
+        check_us = 1e6 * statistics.median(p.check_seconds for p in profiles)
         with console.status(f"{name}: campaign of {args.trials} trials"):
             campaign = Campaign.from_build(build.directory, CampaignConfig(seed=1), model.parent / "inputs",
                                            db=tmp / name / "c.db", jobs=args.jobs)
             campaign.run(args.trials, progress=False)
         rate = campaign.last_trials / campaign.last_run_seconds
         ideal = args.jobs / (p_us * 1e-6)
-        table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", f"{100 * (i_us / p_us - 1):+.1f}%",
-                      f"{prof_us:.0f}", f"{100 * (prof_us / p_us - 1):+.1f}%", f"{rate:.0f}", f"{ideal:.0f}",
+        table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", f"{100 * (i_us / p_us - 1):+.1f}%", ins,
+                      f"{check_us:.0f}", f"{rate:.0f}", f"{ideal:.0f}",
                       f"{100 * rate / ideal:.0f}%")
     console.print(table)
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from mlir import ir
 from mlir.dialects import llvm
 
-from .loop_nests import Loop, compute_counts, escapes, find_loops
+from .loop_nests import Loop, block_multiplicities, compute_counts, escapes, find_loops
 from .sites import NodeInfo, Site, SiteSelector, SiteTable, node_name_of, opcode_of, type_name
 
 REMAINING = "lltfi_fi_remaining"
+UNIT_COUNTS = "lltfi_unit_counts"  # defined by the generated glue, one i64 per versioning unit
 _NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
           "llvm.mlir.poison", "llvm.alloca", "llvm.return", "llvm.br", "llvm.cond_br", "llvm.switch",
           "llvm.unreachable", "llvm.store"}
@@ -41,6 +42,9 @@ class InstrumentResult:
     versioned_blocks: int = 0
     inline_blocks: int = 0
     versioned_nests: int = 0
+    # Versioning units (a loop nest or a block): site id -> instances per entry of the unit. The
+    # profile multiplies each unit's entry count by these, so it needs no per-instance hook.
+    units: list[dict[int, int]] = field(default_factory=list)
 
 
 def _hook_name(tname: str) -> str:
@@ -89,7 +93,17 @@ def _hook_call(site: Site, value: ir.Value) -> tuple[ir.Value, ir.Operation]:
     result = call.result
     if site.type == "i1":
         result = llvm.TruncOp(value.type, result, ir.Attribute.parse("#llvm.overflow<none>")).result
-    return result, arg.owner if site.type == "i1" else call.operation
+    return result, arg.owner.operation if site.type == "i1" else call.operation
+
+
+def _count_unit(unit: int) -> None:
+    """lltfi_unit_counts[unit] += 1: entries of a versioning unit, for the profile."""
+    i64 = ir.IntegerType.get_signless(64)
+    base = llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), UNIT_COUNTS).result
+    addr = llvm.GEPOp(ir.Type.parse("!llvm.ptr"), base, [], ir.DenseI32ArrayAttr.get([unit]), ir.TypeAttr.get(i64),
+                      None).result
+    count = llvm.LoadOp(i64, addr).result
+    llvm.StoreOp(llvm.AddOp(count, _i(64, 1), ir.Attribute.parse("#llvm.overflow<none>")).result, addr)
 
 
 def _countdown_check(count: int) -> ir.Value:
@@ -175,6 +189,11 @@ class InstrumentSitesPass:
                 by_region.setdefault(block.region, {})[block] = sites
             for region, blocks in by_region.items():
                 self._instrument_region(region, blocks, result)
+            decl = (f"llvm.mlir.global external @{UNIT_COUNTS}() {{addr_space = 0 : i32}} : "
+                    f"!llvm.array<{max(1, len(result.units))} x i64>")
+            parsed = ir.Module.parse(decl, context=module.context)
+            for op in list(parsed.body.operations):
+                op.operation.move_before(module.body.operations[0])
         return result
 
     def _instrument_region(self, region: ir.Region, per_block: dict, result: InstrumentResult) -> None:
@@ -193,6 +212,15 @@ class InstrumentSitesPass:
             for loop in find_loops(region):
                 compute_counts(loop, counts)
                 choose(loop)
+        unit_of: dict[Loop, int] = {}
+        for loop in chosen:
+            mult = block_multiplicities(loop)
+            unit: dict[int, int] = {}
+            for b in loop.blocks:
+                for _, site in per_block.get(b, []):
+                    unit[site.id] = unit.get(site.id, 0) + mult[b]
+            unit_of[loop] = len(result.units)
+            result.units.append(unit)
         work: list[tuple[ir.Block, list]] = []
         handled: set[ir.Block] = set()
         for loop in chosen:
@@ -200,6 +228,7 @@ class InstrumentSitesPass:
             term = _terminator_of(loop.preheader)
             args = list(term.operands)
             with ir.InsertionPoint(term), term.location:
+                _count_unit(unit_of[loop])
                 enter = _countdown_check(loop.count)
                 llvm.CondBrOp(enter, args, args, block_map[loop.header], loop.header,
                               branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
@@ -209,13 +238,27 @@ class InstrumentSitesPass:
                 handled.add(b)
                 if b in per_block:
                     work.append((block_map[b], [(op_map[op], site) for op, site in per_block[b]]))
+        # Blocks outside versioned nests are units of their own; copies inside a nest's slow
+        # path are not (the nest counted the entry already).
         work += [(b, sites) for b, sites in per_block.items() if b not in handled]
+        top_level = {b for b in per_block if b not in handled}
         for block, sites in work:
+            unit = None
+            if block in top_level:
+                unit = len(result.units)
+                counts_here: dict[int, int] = {}
+                for _, site in sites:
+                    counts_here[site.id] = counts_here.get(site.id, 0) + 1
+                result.units.append(counts_here)
             if self._escapes(block):
+                if unit is not None:
+                    first = list(block.operations)[0].operation
+                    with ir.InsertionPoint(first), first.location:
+                        _count_unit(unit)
                 self._instrument_inline(sites)
                 result.inline_blocks += 1
             else:
-                self._version_block(block, sites)
+                self._version_block(block, sites, unit)
                 result.versioned_blocks += 1
 
     @staticmethod
@@ -250,7 +293,7 @@ class InstrumentSitesPass:
         for op, op_sites in by_op.items():
             self._instrument_op(op, op_sites)
 
-    def _version_block(self, block: ir.Block, sites: list[tuple[ir.Operation, Site]]) -> None:
+    def _version_block(self, block: ir.Block, sites: list[tuple[ir.Operation, Site]], unit: int | None = None) -> None:
         by_op: dict[ir.Operation, list[Site]] = {}
         for op, site in sites:
             by_op.setdefault(op, []).append(site)
@@ -274,6 +317,8 @@ class InstrumentSitesPass:
                 if hooked is not None:
                     value_map[op.results[0]] = hooked
         with ir.InsertionPoint(block), terminator_loc:
+            if unit is not None:
+                _count_unit(unit)
             enter = _countdown_check(len(sites))
             llvm.CondBrOp(enter, [], [], slow, fast, branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
 

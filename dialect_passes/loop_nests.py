@@ -199,3 +199,15 @@ def escapes(loop: Loop) -> bool:
                 if use.owner.operation.block not in members:
                     return True
     return False
+
+
+def block_multiplicities(loop: Loop, outer: int = 1) -> dict[ir.Block, int]:
+    """Executions of each block per entry of `loop` (requires compute_counts to have succeeded)."""
+    mult = {loop.header: outer * (loop.trip + 1)}
+    inner = {b for c in loop.children for b in c.blocks}
+    for b in loop.blocks:
+        if b != loop.header and b not in inner:
+            mult[b] = outer * loop.trip
+    for child in loop.children:
+        mult.update(block_multiplicities(child, outer * loop.trip))
+    return mult

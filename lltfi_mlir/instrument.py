@@ -35,12 +35,13 @@ class InstrumentedBuild:
     versioned_blocks: int
     inline_blocks: int
     versioned_nests: int = 0
+    units: list = None  # per versioning unit: {site id: instances per entry}
 
 
 def _selector_key(selector: SiteSelector, opt_level: int) -> str:
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
     payload["opt_level"] = opt_level
-    payload["version"] = 2
+    payload["version"] = 3
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
@@ -53,7 +54,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     if table_path.exists() and exe.exists():
         table = json.loads(table_path.read_text())
         return InstrumentedBuild(build, out, exe, [Site(**s) for s in table["sites"]],
-                                 table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"])
+                                 table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"],
+                                 [{int(k): v for k, v in u.items()} for u in table["units"]])
     out.mkdir(parents=True, exist_ok=True)
     source = build.directory / f"{STEM}.llvm.mlir"
     with ir.Context():
@@ -67,10 +69,11 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     inputs = [(t.name, t.shape) for t in build.inputs]
     outputs = [(t.name, t.shape) for t in build.outputs]
     glue = out / "glue.c"
-    glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites)))
+    glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites), len(result.units)))
     seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"], opt_level)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
-             "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests, "seconds": seconds}
+             "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
+             "units": result.units, "seconds": seconds}
     table_path.write_text(json.dumps(table, indent=1) + "\n")
     return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,
-                             result.versioned_nests)
+                             result.versioned_nests, result.units)

@@ -1,8 +1,10 @@
 /* Profile and fork-server modes of an instrumented model.
  *
  *   model --profile --inputs-list L [--repeat N]
- *       for each input set: golden output, dynamic count per site, time per inference, and the
- *       count the fast paths consumed (must equal the sum of the site counts).
+ *       for each input set: golden output and time (best of N golden runs, which also count the
+ *       entries of every versioning unit), then a checking run that sends every selected instance
+ *       through the hooks (per-site counts), and the count the fast paths consumed. The three
+ *       must agree; Python checks.
  *   model --serve --inputs-list L
  *       reads one trial per stdin line, forks a child per trial, prints one result line per trial.
  *
@@ -95,11 +97,13 @@ int lltfi_profile_main(const char *list, int repeat) {
   float *outs[64];
   output_pointers(buffer, outs);
   uint64_t *counts = calloc(lltfi_num_sites ? lltfi_num_sites : 1, sizeof(uint64_t));
+  uint64_t *unit_counts = calloc(lltfi_num_units ? lltfi_num_units : 1, sizeof(uint64_t));
   for (int s = 0; s < n_sets; s++) {
-    /* Golden time first (uninstrumented path), then one counting run. */
+    /* Profile = golden runs: per-unit entry counts come for free; the best time is the baseline. */
     double best = 1e30;
     for (int r = 0; r < (repeat > 0 ? repeat : 1); r++) {
       lltfi_begin_golden();
+      memset(lltfi_unit_counts, 0, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
       double t0 = now();
       lltfi_model_run(input_sets[s], outs);
       double dt = now() - t0;
@@ -110,8 +114,10 @@ int lltfi_profile_main(const char *list, int repeat) {
     const uint64_t start = 1ull << 62;
     lltfi_begin_golden();
     lltfi_fi_remaining = start;
+    memset(lltfi_unit_counts, 0, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
     lltfi_model_run(input_sets[s], outs);
     uint64_t consumed = start - lltfi_fi_remaining;
+    memcpy(unit_counts, lltfi_unit_counts, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
     memset(counts, 0, (lltfi_num_sites ? lltfi_num_sites : 1) * sizeof(uint64_t));
     lltfi_begin_profile(counts);
     double t0 = now();
@@ -120,6 +126,8 @@ int lltfi_profile_main(const char *list, int repeat) {
     lltfi_begin_golden();
     printf("P %d %.9f %.9f %llu %d", s, best, profile_time, (unsigned long long)consumed, lltfi_num_sites);
     for (int i = 0; i < lltfi_num_sites; i++) printf(" %llu", (unsigned long long)counts[i]);
+    printf(" %d", lltfi_num_units);
+    for (int i = 0; i < lltfi_num_units; i++) printf(" %llu", (unsigned long long)unit_counts[i]);
     printf(" %lld ", (long long)n_out);
     print_hex(stdout, buffer, n_out);
     printf("\n");

@@ -35,6 +35,8 @@ extern uint64_t lltfi_fi_remaining;
 extern int lltfi_mode;
 extern uint64_t *lltfi_site_counts;     /* profile mode: per static site */
 extern const int lltfi_num_sites;       /* from the generated glue */
+extern const int lltfi_num_units;
+extern uint64_t lltfi_unit_counts[];    /* entries per versioning unit, counted in every mode */
 
 void lltfi_begin_golden(void);
 void lltfi_begin_profile(uint64_t *counts);

@@ -13,8 +13,8 @@ from ..errors import InputError, RunError
 
 @dataclass(frozen=True)
 class InputProfile:
-    golden_seconds: float        # best of several uninstrumented-path runs
-    profile_seconds: float       # one counting run
+    golden_seconds: float        # best golden run; these runs also count every unit's entries
+    check_seconds: float         # the verification run that sends every instance through the hooks
     site_counts: tuple[int, ...]
     golden: bytes                # raw float32 outputs
 
@@ -28,7 +28,11 @@ def write_inputs_list(input_sets: list[list[Path]], path: Path) -> Path:
     return path
 
 
-def run_profile(executable: Path, inputs_list: Path, repeat: int = 3) -> list[InputProfile]:
+def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]],
+                repeat: int = 3) -> list[InputProfile]:
+    """Profile each input set; three independent counts must agree or the instrumentation is wrong:
+    unit entries x static instances per entry, the hooks' per-site counts, and what the fast
+    paths consumed from the countdown."""
     proc = subprocess.run([str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", str(repeat)],
                           capture_output=True, text=True)
     if proc.returncode == 2:
@@ -41,13 +45,22 @@ def run_profile(executable: Path, inputs_list: Path, repeat: int = 3) -> list[In
         if not parts or parts[0] != "P":
             continue
         consumed, n_sites = int(parts[4]), int(parts[5])
-        counts = tuple(int(c) for c in parts[6:6 + n_sites])
-        n_out = int(parts[6 + n_sites])
-        data = bytes.fromhex(parts[7 + n_sites]) if n_out else b""
-        if consumed != sum(counts):
-            raise RunError(f"instrumentation self-check failed: the fast paths counted {consumed} selected "
-                           f"instances, the hooks {sum(counts)} (input set {parts[1]}); please report this")
-        profiles.append(InputProfile(float(parts[2]), float(parts[3]), counts, data))
+        hooked = [int(c) for c in parts[6:6 + n_sites]]
+        at = 6 + n_sites
+        n_units = int(parts[at])
+        unit_counts = [int(c) for c in parts[at + 1:at + 1 + n_units]]
+        at += 1 + n_units
+        n_out = int(parts[at])
+        data = bytes.fromhex(parts[at + 1]) if n_out else b""
+        counted = [0] * n_sites
+        for entries, per_entry in zip(unit_counts, units):
+            for site, k in per_entry.items():
+                counted[int(site)] += entries * k
+        if not consumed == sum(hooked) == sum(counted) or counted != hooked:
+            raise RunError(f"instrumentation self-check failed on input set {parts[1]}: fast paths consumed "
+                           f"{consumed}, hooks counted {sum(hooked)}, unit counters give {sum(counted)} "
+                           "selected instances; please report this with the model")
+        profiles.append(InputProfile(float(parts[2]), float(parts[3]), tuple(counted), data))
     return profiles
 
 
