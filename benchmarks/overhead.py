@@ -100,7 +100,8 @@ def main() -> None:
             campaign.run(args.trials, progress=False)
         rate = campaign.last_trials / campaign.last_run_seconds
         ideal = args.jobs / (p_us * 1e-6)
-        table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", f"{100 * (i_us / p_us - 1):+.1f}%", ins,
+        overhead = f"{100 * (i_us / p_us - 1):+.1f}%"
+        table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", overhead, ins,
                       f"{check_us:.0f}", f"{rate:.0f}", f"{ideal:.0f}",
                       f"{100 * rate / ideal:.0f}%")
     console.print(table)
