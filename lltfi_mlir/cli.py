@@ -198,7 +198,8 @@ COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "inject": _cmd_inject, "re
 
 
 def main(argv: list[str] | None = None) -> int:
-    console = Console()
+    # Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     errors = Console(stderr=True, highlight=False)
     parser = _parser()
     try:
