@@ -81,6 +81,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
 
+    p = sub.add_parser("harden", help="compile with selective instruction duplication (AID, ACD, OD)",
+                       description="Compile a model like 'compile' does, duplicating the arithmetic of the "
+                       "chosen operators: aid (every fadd/fsub/fmul/fdiv), acd (chains, one check per chain), "
+                       "od (ONNX operator nodes, combined with Min). The result is a build directory that "
+                       "'run' and 'inject' accept.")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--sid", required=True, choices=["aid", "acd", "od"], help="duplication technique")
+    p.add_argument("--correct", default="and", choices=["and", "min", "none"],
+                   help="on mismatch: bitwise AND of both copies (undoes 0->1 flips), the smaller value "
+                   "(NaN propagates), or none (detection only: count mismatches). Default: and")
+    p.add_argument("--operators", default="", help="comma-separated ONNX op types to protect, e.g. Conv "
+                   "(default: all)")
+    p.add_argument("--nodes", default="", help="comma-separated ONNX node names to protect")
+    p.add_argument("--layers", default="", help="comma-separated Type:N (N-th node of that type, 1-based)")
+    p.add_argument("-o", "--output", default="hardened", help="output directory (default: hardened)")
+    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc optimisation level")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="as for compile")
+
     p = sub.add_parser("results", help="print or export a campaign's results",
                        description="Print a finished (or partial) campaign's outcome rates with 95% Wilson "
                        "intervals, overall and per layer, opcode and bit, or export them.")
@@ -148,6 +166,34 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _split(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .compiler import CompileOptions, SidOptions, compile_onnx
+    from .frontend.onnx_loader import parse_shape_overrides
+
+    layers = set()
+    for item in _split(args.layers):
+        op_type, _, number = item.partition(":")
+        if not number.isdigit():
+            raise UsageError(f"--layers {item!r}: expected Type:N, e.g. Conv:2")
+        layers.add((op_type, int(number)))
+    if args.sid == "od" and args.correct != "min":
+        raise UsageError("--sid od combines the two copies with ONNX Min: use --correct min")
+    sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
+    options = CompileOptions(opt_level=args.opt_level, shapes=parse_shape_overrides(args.shape), sid=sid)
+    with console.status(f"hardening {args.model}"):
+        build = compile_onnx(args.model, args.output, options)
+    report = build.manifest["sid"]
+    what = (f"{report['duplicated_nodes']} operator node(s) duplicated" if args.sid == "od"
+            else f"{report['duplicated_instructions']} instruction(s) duplicated")
+    console.print(f"hardened {args.model} -> {build.executable} ({args.sid}, correct={args.correct}): {what}, "
+                  f"{report['checks']} check(s) inserted")
+    return ExitCode.OK
+
+
 def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign import Campaign, load_config
     from .campaign.config import with_overrides
@@ -194,7 +240,8 @@ def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "inject": _cmd_inject, "results": _cmd_results}
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
+            "results": _cmd_results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from mlir import ir
 
 from .build import Build
 from .dialect_passes.lowering import lower_to_llvm
+from .dialect_passes.sites import NodeInfo
 from .errors import UsageError
 from .frontend.importer import ImportConfig, check_supported, import_model
 from .frontend.onnx_loader import LoadedModel, load_onnx, prepare
@@ -28,6 +29,17 @@ STEM = "model"
 
 
 @dataclass(frozen=True)
+class SidOptions:
+    """Selective instruction duplication applied while compiling (`lltfi-mlir harden`)."""
+
+    technique: str = "aid"            # aid | acd | od
+    correction: str = "and"           # and | min | none (od: min)
+    operators: frozenset[str] = frozenset()
+    nodes: frozenset[str] = frozenset()
+    layers: frozenset[tuple[str, int]] = frozenset()
+
+
+@dataclass(frozen=True)
 class CompileOptions:
     """Options of `lltfi-mlir compile`."""
 
@@ -36,6 +48,7 @@ class CompileOptions:
     # Input shapes / dynamic dimension values, as parsed from `--shape` (default: every free dim = 1).
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     entry: str = "main_graph"
+    sid: SidOptions | None = None
 
 
 def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
@@ -53,6 +66,20 @@ def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
     return nodes
 
 
+def _apply_sid(module: ir.Module, sid: SidOptions, loaded: LoadedModel) -> dict:
+    from .dialect_passes.sites import SiteSelector
+    from .sid import DuplicateInstructionsPass
+    from .sid.duplicate_instructions import ARITHMETIC
+
+    node_info = {n["name"]: NodeInfo(n["op_type"], n["type_index"] + 1) for n in _manifest_nodes(loaded)}
+    selector = SiteSelector(opcodes=ARITHMETIC, operators=sid.operators, nodes=sid.nodes, layers=sid.layers)
+    result = DuplicateInstructionsPass(sid.technique, sid.correction, selector, node_info).apply(module)
+    if not result.changed:
+        raise UsageError("--sid selects no arithmetic instruction (check --operators / --nodes / --layers)")
+    return {"technique": sid.technique, "correction": sid.correction, "duplicated_instructions": result.duplicated,
+            "checks": result.checks}
+
+
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
     """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
@@ -62,6 +89,17 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    sid_report: dict = {}
+    if options.sid is not None and options.sid.technique == "od":
+        from .frontend.onnx_loader import name_nodes
+        from .sid import duplicate_operators
+
+        named = onnx.ModelProto()
+        named.CopyFrom(proto)
+        name_nodes(named)
+        proto, count = duplicate_operators(named, options.sid.operators, options.sid.nodes, options.sid.correction)
+        sid_report = {"technique": "od", "correction": options.sid.correction, "duplicated_nodes": count,
+                      "checks": count}
     loaded = prepare(proto, options.shapes)
     check_supported(loaded)  # before any compilation work or output files
     seconds["load"] = time.perf_counter() - start
@@ -75,6 +113,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
             module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)
         lowering = lower_to_llvm(module)
         seconds["passes"] = lowering.seconds["passes"]
+        if options.sid is not None and options.sid.technique in ("aid", "acd"):
+            sid_report = _apply_sid(module, options.sid, loaded)
         weights = externalize_weights(module, importer.pool.arrays)
         llvm_mlir = out_dir / f"{STEM}.llvm.mlir"
         with open(llvm_mlir, "w") as handle:
@@ -99,6 +139,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs],
         "nodes": _manifest_nodes(loaded),
         "weights_bytes": weights.nbytes,
+        "sid": sid_report or None,
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

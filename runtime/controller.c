@@ -102,6 +102,8 @@ int main(int argc, char **argv) {
   for (int r = 0; r < repeat; r++) lltfi_model_run(inputs, outputs);
   double elapsed = now() - start;
   if (show_time) fprintf(stderr, "time_per_inference_us %.3f\n", 1e6 * elapsed / (repeat > 0 ? repeat : 1));
+  extern uint64_t lltfi_sid_mismatches;
+  if (lltfi_sid_mismatches) fprintf(stderr, "sid_mismatches %llu\n", (unsigned long long)lltfi_sid_mismatches);
   for (int i = 0; i < n_out; i++) {
     if (npy_write(out_paths[i], outputs[i], lltfi_outputs[i].shape, lltfi_outputs[i].rank)) {
       fprintf(stderr, "error: cannot write %s\n", out_paths[i]);

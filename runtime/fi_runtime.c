@@ -11,6 +11,7 @@
 uint64_t lltfi_fi_remaining = UINT64_MAX;
 int lltfi_mode = LLTFI_GOLDEN;
 uint64_t *lltfi_site_counts = 0;
+uint64_t lltfi_sid_mismatches = 0;  /* SID detection-only builds count duplicate mismatches here */
 
 static lltfi_fault_spec spec;
 static lltfi_fault_log *fault_log;

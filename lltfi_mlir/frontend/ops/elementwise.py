@@ -156,3 +156,18 @@ def clip(imp: Importer, node: onnx.NodeProto) -> list:
         return y
 
     return [b.elementwise(operands, body, b.shape_of(x))]
+
+
+@handler("Min", "Max")
+def min_max(imp: Importer, node: onnx.NodeProto) -> list:
+    """Variadic with broadcasting; NaN propagates (IEEE minimum/maximum), as in onnxruntime."""
+    combine = arith.minimumf if node.op_type == "Min" else arith.maximumf
+    values = [imp.value(n) for n in node.input if n]
+
+    def body(*xs):
+        acc = xs[0]
+        for x in xs[1:]:
+            acc = combine(acc, x)
+        return acc
+
+    return [b.elementwise(values, body)]
