@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from lltfi_mlir.dialect_passes.sites import NodeInfo, SiteSelector, node_name_of, opcode_of
 from mlir import ir
 from mlir.dialects import llvm
-
-from lltfi_mlir.dialect_passes.sites import NodeInfo, SiteSelector, node_name_of, opcode_of
 
 TECHNIQUES = ("aid", "acd")
 CORRECTIONS = ("and", "min", "none")

@@ -13,13 +13,13 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model, tiny_cnn
+from lltfi_mlir.dialect_passes.sites import SiteSelector
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig, FaultConfig
 from lltfi_mlir.cli import main
 from lltfi_mlir.compiler import SidOptions
-from lltfi_mlir.dialect_passes.sites import SiteSelector
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COMBINATIONS = [("aid", "and"), ("aid", "min"), ("aid", "none"), ("acd", "and"), ("acd", "min"), ("acd", "none"),
