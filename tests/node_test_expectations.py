@@ -19,6 +19,7 @@ TRAINING_MODE = "training mode (batch statistics / random dropout): inference on
 SEQUENCE_OPTIONAL = "sequence / optional types: only tensors are supported"
 MAXPOOL_INDICES = "MaxPool's int64 Indices output is not supported"
 PAD_MODE = "Pad mode other than 'constant' (and int32 data)"
+OTHER_FLOATS = "float16 / double tensors: lltfi-mlir computes in float32 only"
 
 _GROUPS = {
     INTEGER_DATA: [
@@ -40,6 +41,22 @@ _GROUPS = {
         "test_div_uint32",
         "test_div_uint64",
         "test_maxpool_2d_uint8",
+        "test_max_int8",
+        "test_max_int16",
+        "test_max_int32",
+        "test_max_int64",
+        "test_max_uint8",
+        "test_max_uint16",
+        "test_max_uint32",
+        "test_max_uint64",
+        "test_min_int8",
+        "test_min_int16",
+        "test_min_int32",
+        "test_min_int64",
+        "test_min_uint8",
+        "test_min_uint16",
+        "test_min_uint32",
+        "test_min_uint64",
         "test_mul_int8",
         "test_mul_int16",
         "test_mul_uint8",
@@ -197,6 +214,12 @@ _GROUPS = {
         "test_maxpool_with_argmax_2d_precomputed_pads",
         "test_maxpool_with_argmax_2d_precomputed_strides",
     ],
+    OTHER_FLOATS: [
+        "test_max_float16",
+        "test_max_float64",
+        "test_min_float16",
+        "test_min_float64",
+    ],
     PAD_MODE: [
         "test_edge_pad",
         "test_reflect_pad",
@@ -216,6 +239,7 @@ REFUSAL_MESSAGE: dict[str, str] = {
     SEQUENCE_OPTIONAL: r"only float32 model inputs",
     MAXPOOL_INDICES: r"element type INT64|Indices",
     PAD_MODE: r"element type INT32|mode",
+    OTHER_FLOATS: r"element type (FLOAT16|DOUBLE)\b",
 }
 
 # -- run after turning parameter inputs into initializers -----------------------------------------------
