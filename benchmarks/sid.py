@@ -16,13 +16,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lltfi_mlir.dialect_passes.sites import SiteSelector
 from rich.console import Console
 from rich.table import Table
 
 from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.compiler import SidOptions
-from lltfi_mlir.dialect_passes.sites import SiteSelector
 
 ROOT = Path(__file__).resolve().parents[1]
 COMBINATIONS = [("aid", "and"), ("aid", "min"), ("acd", "and"), ("acd", "min"), ("od", "min")]

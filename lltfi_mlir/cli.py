@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc optimisation level")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="as for compile")
 
+    p = sub.add_parser("replay", help="re-run one trial of a campaign and check its recorded outcome",
+                       description="Re-run one recorded trial alone (same input, dynamic index, fault model "
+                       "and seed, hence the same bits) and compare fault and outcome with the database. "
+                       "Exit status 1 if they differ.")
+    p.add_argument("db", help="campaign database")
+    p.add_argument("--trial", type=int, required=True, help="trial id")
+
     p = sub.add_parser("results", help="print or export a campaign's results",
                        description="Print a finished (or partial) campaign's outcome rates with 95% Wilson "
                        "intervals, overall and per layer, opcode and bit, or export them.")
@@ -217,7 +224,15 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
                                       **kwargs)
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
     print_summary(summary, console, details=not args.quiet)
-    console.print(f"results: {campaign.db_path}  (lltfi-mlir results {campaign.db_path} --json)")
+    console.print(f"results: {campaign.db_path}  (lltfi-mlir results {campaign.db_path} --json)", soft_wrap=True)
+    from .campaign.database import CampaignDatabase
+    from .campaign.report import print_replay_hint
+
+    db = CampaignDatabase(campaign.db_path, create=False)
+    try:
+        print_replay_hint(db, console)
+    finally:
+        db.close()
     return ExitCode.OK
 
 
@@ -225,7 +240,7 @@ def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
     import json
 
     from .campaign.database import CampaignDatabase
-    from .campaign.report import print_summary, summarize, trials_csv
+    from .campaign.report import print_replay_hint, print_summary, summarize, trials_csv
 
     db = CampaignDatabase(args.db, create=False)
     try:
@@ -235,12 +250,34 @@ def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
             sys.stdout.write(json.dumps(summarize(db), indent=1, default=str) + "\n")
         else:
             print_summary(summarize(db), console)
+            print_replay_hint(db, console)
     finally:
         db.close()
     return ExitCode.OK
 
 
-COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
+def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
+    import numpy as np
+
+    from .campaign.replay import replay_trial
+
+    replay = replay_trial(args.db, args.trial)
+    rec = replay.recorded
+    console.print(f"trial {rec['id']}: input set {rec['input']}, dynamic index {rec['target']}, "
+                  f"{rec['fault_type']}, seed {rec['seed']}")
+    for f in replay.faults:
+        console.print(f"  fault at site {f.site}, instance {f.index}: mask {f.mask:#x}, value {f.before:#x} -> "
+                      f"{f.after:#x}")
+    if replay.output:
+        console.print("  output: " + np.array2string(replay.output[0].reshape(-1), precision=5, threshold=20))
+    console.print(f"outcome now: {replay.outcome}; recorded: {rec['outcome']}")
+    if not replay.matches:
+        console.print("MISMATCH: the replay differs from the recorded trial")
+        return ExitCode.FAILURE
+    return ExitCode.OK
+
+
+COMMANDS = {"replay": _cmd_replay, "compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
             "results": _cmd_results}
 
 

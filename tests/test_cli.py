@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from lltfi_mlir.cli import ExitCode, main
 
 
-@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["inject"], ["results"]])
+@pytest.mark.parametrize("command", [[], ["compile"], ["run"], ["harden"], ["inject"], ["results"], ["replay"]])
 def test_help_on_every_subcommand(command, capsys):
     with pytest.raises(SystemExit) as info:
         main(command + ["--help"])
@@ -112,6 +112,12 @@ def test_inject_and_results_json_schema(tmp_path, capsys):
     assert main(["results", str(db), "--csv"]) == ExitCode.OK
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 121 and lines[0].startswith("id,input,target")
+    # Every trial replays alone to the same fault and outcome.
+    import sqlite3
+
+    for trial_id, outcome in sqlite3.connect(db).execute("SELECT id, outcome FROM trials WHERE id % 40 = 3"):
+        assert main(["replay", str(db), "--trial", str(trial_id)]) == ExitCode.OK
+        assert f"outcome now: {outcome}; recorded: {outcome}" in capsys.readouterr().out
 
 
 def test_inject_usage_errors(tmp_path, capsys):

@@ -154,6 +154,14 @@ class Campaign:
         db.set_sites((s.id, s.function, s.opcode, s.type, s.register, s.node, s.op_type, s.layer, int(counts[s.id]))
                      for s in self.instrumented.sites)
         db.set_meta("model", self.build.manifest.get("source"))
+        # What `lltfi-mlir replay` needs to re-run any trial of this database on its own.
+        db.set_meta("replay", {
+            "executable": str(self.instrumented.executable.resolve()),
+            "inputs_list": str(inputs_list.resolve()),
+            "timeout_us": int(self.timeout_seconds() * 1e6),
+            "output_shapes": [list(t.shape) for t in self.build.outputs],
+            "sdc": dataclasses.asdict(self.config.sdc),
+        })
         db.set_meta("seed", self.config.seed)
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":

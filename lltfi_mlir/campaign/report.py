@@ -108,6 +108,13 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
         console.print(_table("Per bit position", summary["by_bit"]))
 
 
+def print_replay_hint(db: CampaignDatabase, console: Console) -> None:
+    sdc = [i for (i,) in db.query("SELECT id FROM trials WHERE outcome = 'sdc' ORDER BY id LIMIT 5")]
+    if sdc:
+        console.print(f"SDC trials include {', '.join(map(str, sdc))}; replay one with: "
+                      f"lltfi-mlir replay {db.path} --trial {sdc[0]}", soft_wrap=True)
+
+
 def trials_csv(db: CampaignDatabase) -> str:
     out = io.StringIO()
     columns = [c for c in TRIAL_COLUMNS if c != "output"]

@@ -1,0 +1,75 @@
+"""Re-run one recorded trial, alone, and check that it does what the database says it did.
+
+A trial is fully determined by its row (input, dynamic index, fault model, seed: the runtime draws
+the bits from the seed), so replaying it reproduces the same fault, output and outcome.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from .config import FaultConfig, SdcConfig
+from .database import CampaignDatabase
+from .executor import LocalExecutor, split_outputs
+from .outcomes import SdcJudge, classify
+from .plan import Trial
+
+
+@dataclass(frozen=True)
+class Replay:
+    trial: Trial
+    recorded: dict
+    outcome: str
+    faults: list
+    output: list
+
+    @property
+    def matches(self) -> bool:
+        first = self.faults[0] if self.faults else None
+        same_fault = (first is None and self.recorded["site"] is None) or (
+            first is not None and first.site == self.recorded["site"] and f"{first.mask:x}" == self.recorded["mask"]
+            and f"{first.after:x}" == self.recorded["value_after"])
+        return same_fault and self.outcome == self.recorded["outcome"]
+
+
+def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
+    db = CampaignDatabase(db_path, create=False)
+    try:
+        info = db.get_meta("replay")
+        if info is None:
+            raise UsageError(f"{db_path} has no replay information (written by an older version?)")
+        columns = ["id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
+                   "outcome", "site", "mask", "value_after", "output"]
+        rows = db.query(f"SELECT {', '.join(columns)} FROM trials WHERE id = ?", (trial_id,))
+        if not rows:
+            raise UsageError(f"{db_path} has no trial {trial_id}")
+        recorded = dict(zip(columns, rows[0]))
+    finally:
+        db.close()
+    executable = Path(info["executable"])
+    if not executable.exists():
+        raise UsageError(f"the campaign's instrumented program {executable} no longer exists; re-run the "
+                         "campaign command to rebuild it")
+    fault = FaultConfig(type=recorded["fault_type"], bit=recorded["bit"], num_bits=recorded["num_bits"],
+                        max_multiple=recorded["max_multiple"], window_len=recorded["window_len"])
+    trial = Trial(recorded["id"], recorded["input"], recorded["target"], fault, recorded["bit"], recorded["seed"])
+    executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"])
+    (result,) = list(executor.run([trial]))
+    shapes = [tuple(s) for s in info["output_shapes"]]
+    golden = _golden(executable, Path(info["inputs_list"]), recorded["input"], shapes)
+    judge = SdcJudge(SdcConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["sdc"].items()}))
+    faulty = split_outputs(result.output, shapes) if result.status == "ok" else None
+    activated = any(f.before != f.after for f in result.faults)
+    outcome = classify(result.status, activated, judge, golden, faulty)
+    return Replay(trial, recorded, outcome, list(result.faults), faulty or [])
+
+
+def _golden(executable: Path, inputs_list: Path, index: int, shapes) -> list:
+    """The golden outputs, from a fresh profile run of the same program and input."""
+    proc = subprocess.run([str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", "1"],
+                          capture_output=True, text=True, check=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"P {index} ")][0]
+    return split_outputs(bytes.fromhex(line.split()[-1]), shapes)
