@@ -277,8 +277,8 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
-COMMANDS = {"replay": _cmd_replay, "compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
-            "results": _cmd_results}
+COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
+            "results": _cmd_results, "replay": _cmd_replay}
 
 
 def main(argv: list[str] | None = None) -> int:
