@@ -23,13 +23,13 @@ from mlir import ir
 from mlir.dialects import llvm
 
 from .loop_nests import Loop, block_multiplicities, compute_counts, escapes, find_loops
-from .sites import NodeInfo, Site, SiteSelector, SiteTable, node_name_of, opcode_of, type_name
+from .sites import NodeInfo, Site, SiteSelector, SiteTable, node_name_of, opcode_of, source_of, type_name
 
 REMAINING = "lltfi_fi_remaining"
 UNIT_COUNTS = "lltfi_unit_counts"  # defined by the generated glue, one i64 per versioning unit
 _NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
           "llvm.mlir.poison", "llvm.alloca", "llvm.return", "llvm.br", "llvm.cond_br", "llvm.switch",
-          "llvm.unreachable", "llvm.store"}
+          "llvm.unreachable", "llvm.intr.dbg.declare", "llvm.intr.dbg.value", "llvm.intr.dbg.label"}
 # Site type -> (hook suffix, LLVM type of the hook's value); i1 travels as i8 (C has no i1).
 _HOOKS = {"f32": ("f32", "f32"), "f64": ("f64", "f64"), "i1": ("i1", "i8"), "i8": ("i8", "i8"),
           "i16": ("i16", "i16"), "i32": ("i32", "i32"), "i64": ("i64", "i64"), "!llvm.ptr": ("ptr", "!llvm.ptr")}
@@ -168,10 +168,14 @@ class InstrumentSitesPass:
                     info = self.node_info.get(node) if node else None
                     if not selector.accepts_node(node, info):
                         continue
+                    source = source_of(op.location)
+                    if not selector.accepts_source(source):
+                        continue
                     for register, t in self._registers(op):
                         site = table.add(function=fname, opcode=opcode, type=type_name(t), register=register,
                                          node=node, op_type=info.op_type if info else None,
-                                         layer=info.layer if info else None)
+                                         layer=info.layer if info else None,
+                                         source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None)
                         per_block.setdefault(block, []).append((op, site))
         return per_block
 

@@ -21,7 +21,7 @@ INT_ARITH = frozenset({"add", "sub", "mul", "udiv", "sdiv", "urem", "srem", "shl
                        "xor", "icmp"})
 CASTS = frozenset({"trunc", "zext", "sext", "fptrunc", "fpext", "fptoui", "fptosi", "uitofp", "sitofp",
                    "ptrtoint", "inttoptr", "bitcast"})
-MEMORY = frozenset({"load"})
+MEMORY = frozenset({"load", "store"})  # store has no destination: select it with a source register
 ADDRESS = frozenset({"getelementptr"})
 OTHER = frozenset({"select", "call"})
 GROUPS = {
@@ -64,6 +64,22 @@ def node_name_of(loc: ir.Location) -> str | None:
     return None
 
 
+def source_of(loc: ir.Location) -> tuple[str, int] | None:
+    """(file, line) of the first file location in a FileLineColLoc / FusedLoc chain (C/C++ debug info)."""
+    if loc.is_a_file():
+        return loc.filename, loc.start_line
+    if loc.is_a_fused():
+        for inner in loc.locations:
+            found = source_of(inner)
+            if found:
+                return found
+    if loc.is_a_callsite():
+        return source_of(loc.callee)
+    if loc.is_a_name():
+        return source_of(loc.child_loc)
+    return None
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     """What the ONNX graph says about a node: its op type and its layer number (1-based, per type)."""
@@ -87,9 +103,22 @@ class SiteSelector:
     functions: frozenset[str] = frozenset()
     exclude_functions: frozenset[str] = frozenset()
     register: str = "dst"
+    # C/C++ programs: source files (paths or base names) and an inclusive line range.
+    sources: frozenset[str] = frozenset()
+    lines: tuple[int, int] | None = None
     # Model programs: only instructions inside an ONNX operator (address arithmetic of the
     # wrapper and the C controller is never selected).
     require_operator: bool = True
+
+    def accepts_source(self, source: tuple[str, int] | None) -> bool:
+        if not self.sources and self.lines is None:
+            return True
+        if source is None:
+            return False
+        path, line = source
+        if self.sources and path not in self.sources and path.rsplit("/", 1)[-1] not in self.sources:
+            return False
+        return self.lines is None or self.lines[0] <= line <= self.lines[1]
 
     def accepts_node(self, node: str | None, info: NodeInfo | None) -> bool:
         if self.require_operator and (node is None or info is None):
@@ -119,6 +148,7 @@ class Site:
     node: str | None
     op_type: str | None
     layer: int | None
+    source: str | None = None  # "file.c:12" for programs with debug info
 
     def row(self) -> dict:
         return asdict(self)

@@ -33,6 +33,7 @@ class Build:
         self.inputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["inputs"]]
         self.outputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["outputs"]]
         self.executable = self.directory / self.manifest["executable"]
+        self.is_program = self.manifest.get("kind") == "program"  # a C/C++ program, not a model
 
     def check_inputs(self, arrays: Sequence[np.ndarray]) -> None:
         if len(arrays) != len(self.inputs):

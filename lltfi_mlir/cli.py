@@ -38,11 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("compile", help="compile an ONNX model to a native program",
+    p = sub.add_parser("compile", help="compile an ONNX model (or C/C++ sources) to a native program",
                        description="Compile an ONNX model through MLIR and LLVM to a native program. "
                        "Writes model.linalg.mlir, model.llvm.mlir (with locations), model.ll, the "
-                       "executable 'model' and manifest.json into the output directory.")
-    p.add_argument("model", help="ONNX model file")
+                       "executable 'model' and manifest.json into the output directory. C/C++ sources "
+                       "(.c, .cpp, ...) go through clang-19 -O0 -g -ffp-contract=off and the same LLVM 22 "
+                       "passes and backend.")
+    p.add_argument("model", nargs="+", help="ONNX model file, or one or more C/C++ source files")
+    p.add_argument("--cflags", default="", help="extra clang flags for C/C++ sources, e.g. \"-DN=64 -I inc\"")
     p.add_argument("-o", "--output", default="build", help="output directory (default: build)")
     p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3],
                    help="llc optimisation level (default 0, as in the LLTFI paper)")
@@ -80,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc level when compiling")
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
+    p.add_argument("--stdin", help="C/C++ programs: file fed to the program's stdin in every run")
+    p.epilog = "C/C++ programs: arguments after '--' are passed to the program in every run."
 
     p = sub.add_parser("harden", help="compile with selective instruction duplication (AID, ACD, OD)",
                        description="Compile a model like 'compile' does, duplicating the arithmetic of the "
@@ -137,8 +142,23 @@ def _print_outputs(console: Console, names: list[str], outputs: list[np.ndarray]
 
 def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
     from .compiler import CompileOptions, compile_onnx
+    from .frontend.c_frontend import is_program_source
     from .frontend.onnx_loader import parse_shape_overrides
 
+    if all(is_program_source(m) for m in args.model):
+        import shlex
+
+        from .compiler import compile_program
+
+        with console.status(f"compiling {' '.join(args.model)}"):
+            build = compile_program(args.model, args.output, shlex.split(args.cflags), args.opt_level)
+        total = sum(build.manifest["seconds"].values())
+        console.print(f"compiled {' '.join(args.model)} -> {build.executable} in {total:.2f} s "
+                      f"(run it as the original program; inject with: lltfi-mlir inject {args.output} -- ARGS)")
+        return ExitCode.OK
+    if len(args.model) != 1:
+        raise UsageError("give one ONNX model, or only C/C++ source files")
+    args.model = args.model[0]
     options = CompileOptions(opt_level=args.opt_level, shapes=parse_shape_overrides(args.shape))
     with console.status(f"compiling {args.model}"):
         build = compile_onnx(args.model, args.output, options)
@@ -217,6 +237,13 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         raise UsageError(f"--margin {args.margin}: must be between 0 and 1 (e.g. 0.01)")
     target = Path(args.target)
     kwargs = {"db": args.db, "jobs": args.jobs}
+    program_args = args.program_args
+    if program_args or args.stdin:
+        from .campaign.executor import ProgramRun
+
+        if args.stdin and not Path(args.stdin).is_file():
+            raise UsageError(f"--stdin {args.stdin}: no such file")
+        kwargs["program"] = ProgramRun(tuple(program_args), str(Path(args.stdin).resolve()) if args.stdin else None)
     if target.is_dir():
         campaign = Campaign.from_build(target, config, args.inputs, **kwargs)
     else:
@@ -268,7 +295,9 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
     for f in replay.faults:
         console.print(f"  fault at site {f.site}, instance {f.index}: mask {f.mask:#x}, value {f.before:#x} -> "
                       f"{f.after:#x}")
-    if replay.output:
+    if replay.output and isinstance(replay.output[0], bytes):
+        console.print("  stdout: " + replay.output[0].decode(errors="replace").strip()[:500], markup=False)
+    elif replay.output:
         console.print("  output: " + np.array2string(replay.output[0].reshape(-1), precision=5, threshold=20))
     console.print(f"outcome now: {replay.outcome}; recorded: {rec['outcome']}")
     if not replay.matches:
@@ -287,7 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     errors = Console(stderr=True, highlight=False)
     parser = _parser()
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        program_args = argv[argv.index("--") + 1:] if "--" in argv else []
+        if "--" in argv:
+            argv = argv[:argv.index("--")]
         args = parser.parse_args(argv)
+        args.program_args = program_args
         if args.version:
             from . import __version__
             console.print(f"lltfi-mlir {__version__}")

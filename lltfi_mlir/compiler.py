@@ -144,3 +144,38 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return Build(out_dir)
+
+
+def compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list[str] | None = None,
+                    opt_level: int = 0) -> Build:
+    """Compile C/C++ sources into a build directory whose program runs under the fault driver."""
+    from .frontend.c_frontend import compile_to_bitcode, import_program
+    from .llvm_backend.glue import generate_program_glue
+
+    if opt_level not in (0, 1, 2, 3):
+        raise UsageError(f"--opt-level {opt_level}: must be 0, 1, 2 or 3")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [Path(s) for s in sources]
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    bitcode, cplusplus = compile_to_bitcode(paths, out_dir, list(cflags or []))
+    seconds["clang"] = time.perf_counter() - start
+    with ir.Context():
+        start = time.perf_counter()
+        module = import_program(bitcode, out_dir)
+        seconds["import"] = time.perf_counter() - start
+        with open(out_dir / f"{STEM}.llvm.mlir", "w") as handle:
+            module.operation.print(file=handle, enable_debug_info=True)
+    glue = out_dir / "glue.c"
+    glue.write_text(generate_program_glue())
+    seconds.update(build_native(out_dir / f"{STEM}.llvm.mlir", out_dir, STEM, [glue], opt_level, program=True,
+                                cplusplus=cplusplus))
+    manifest = {
+        "format": 1, "kind": "program", "language": "c++" if cplusplus else "c",
+        "source": [str(p.resolve()) for p in paths], "cflags": list(cflags or []), "entry": None,
+        "opt_level": opt_level, "executable": STEM, "inputs": [], "outputs": [], "nodes": [],
+        "seconds": {k: round(v, 4) for k, v in seconds.items()},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Build(out_dir)

@@ -19,7 +19,7 @@ from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
 from .llvm_backend.codegen import build_native
-from .llvm_backend.glue import generate_glue
+from .llvm_backend.glue import generate_glue, generate_program_glue
 
 STEM = "model"
 
@@ -38,9 +38,10 @@ class InstrumentedBuild:
     units: list = None  # per versioning unit: {site id: instances per entry}
 
 
-def _selector_key(selector: SiteSelector, opt_level: int) -> str:
+def _selector_key(selector: SiteSelector, opt_level: int, module_text: bytes) -> str:
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
     payload["opt_level"] = opt_level
+    payload["module"] = hashlib.sha256(module_text).hexdigest()  # a rebuilt model invalidates the cache
     payload["version"] = 3
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
@@ -48,7 +49,8 @@ def _selector_key(selector: SiteSelector, opt_level: int) -> str:
 def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None = None) -> InstrumentedBuild:
     """Instrument `build` for the given selection (cached); raises UsageError if nothing is selected."""
     opt_level = build.manifest["opt_level"] if opt_level is None else opt_level
-    out = build.directory / f"fi-{_selector_key(selector, opt_level)}"
+    source = build.directory / f"{STEM}.llvm.mlir"
+    out = build.directory / f"fi-{_selector_key(selector, opt_level, source.read_bytes())}"
     table_path = out / "sites.json"
     exe = out / STEM
     if table_path.exists() and exe.exists():
@@ -57,7 +59,6 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                                  table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"],
                                  [{int(k): v for k, v in u.items()} for u in table["units"]])
     out.mkdir(parents=True, exist_ok=True)
-    source = build.directory / f"{STEM}.llvm.mlir"
     with ir.Context():
         module = ir.Module.parse(source.read_text())
         result = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest)).apply(module)
@@ -66,11 +67,18 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                              "node names and layer numbers against the manifest)")
         with open(out / f"{STEM}.llvm.mlir", "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True)
-    inputs = [(t.name, t.shape) for t in build.inputs]
-    outputs = [(t.name, t.shape) for t in build.outputs]
     glue = out / "glue.c"
-    glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites), len(result.units)))
-    seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"], opt_level)
+    if build.is_program:
+        glue.write_text(generate_program_glue(len(result.sites), len(result.units)))
+        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], opt_level, program=True,
+                               cplusplus=build.manifest.get("language") == "c++")
+    else:
+        inputs = [(t.name, t.shape) for t in build.inputs]
+        outputs = [(t.name, t.shape) for t in build.outputs]
+        glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites),
+                                      len(result.units)))
+        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"],
+                               opt_level)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
              "units": result.units, "seconds": seconds}

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from ..runtime import CONTROLLER_SOURCES, SOURCE_DIR
+from ..runtime import CONTROLLER_SOURCES, PROGRAM_SOURCES, SOURCE_DIR
 from .toolchain import run_tool, tool_path
 
 
@@ -21,18 +21,18 @@ def llc(ll: Path, obj: Path, opt_level: int = 0) -> None:
               str(ll), "-o", str(obj)], "llc")
 
 
-def runtime_objects() -> list[Path]:
+def runtime_objects(sources: list[str] = CONTROLLER_SOURCES) -> list[Path]:
     """Compile the C runtime once per content hash (cached under ~/.cache/lltfi-mlir)."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in SOURCE_DIR.iterdir() if p.suffix in (".c", ".h")):
         digest.update(name.encode() + (SOURCE_DIR / name).read_bytes())
     cache = Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
     cache = cache / f"runtime-{digest.hexdigest()[:16]}"
-    objects = [cache / (Path(s).stem + ".o") for s in CONTROLLER_SOURCES]
+    objects = [cache / (Path(s).stem + ".o") for s in sources]
     if all(o.exists() for o in objects):
         return objects
     cache.mkdir(parents=True, exist_ok=True)
-    for source, obj in zip(CONTROLLER_SOURCES, objects):
+    for source, obj in zip(sources, objects):
         tmp = obj.with_suffix(f".{os.getpid()}.tmp.o")
         run_tool([tool_path("cc"), "-O2", "-c", "-I", str(SOURCE_DIR), str(SOURCE_DIR / source), "-o", str(tmp)],
                  f"compiling runtime/{source}")
@@ -40,14 +40,17 @@ def runtime_objects() -> list[Path]:
     return objects
 
 
-def link(objects: list[Path], extra_sources: list[Path], exe: Path) -> None:
-    """Link the model object with the cached runtime and the per-model glue and weights."""
-    run_tool([tool_path("cc"), "-O2", "-I", str(SOURCE_DIR), *map(str, extra_sources),
-              *map(str, objects), *map(str, runtime_objects()), "-o", str(exe), "-lm"], "linking with cc")
+def link(objects: list[Path], extra_sources: list[Path], exe: Path, program: bool = False,
+         cplusplus: bool = False) -> None:
+    """Link the model (or program) object with the cached runtime and the generated glue."""
+    runtime = runtime_objects(PROGRAM_SOURCES if program else CONTROLLER_SOURCES)
+    linker = tool_path("c++" if cplusplus else "cc")
+    run_tool([linker, "-O2", "-I", str(SOURCE_DIR), *map(str, extra_sources), *map(str, objects),
+              *map(str, runtime), "-o", str(exe), "-lm"], f"linking with {Path(linker).name}")
 
 
 def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[Path],
-                 opt_level: int = 0) -> dict[str, float]:
+                 opt_level: int = 0, program: bool = False, cplusplus: bool = False) -> dict[str, float]:
     """Run the three backend stages; returns seconds per stage."""
     seconds: dict[str, float] = {}
     ll, obj, exe = out_dir / f"{stem}.ll", out_dir / f"{stem}.o", out_dir / stem
@@ -58,6 +61,6 @@ def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[
     llc(ll, obj, opt_level)
     seconds["llc"] = time.perf_counter() - start
     start = time.perf_counter()
-    link([obj], extra_sources, exe)
+    link([obj], extra_sources, exe, program, cplusplus)
     seconds["link"] = time.perf_counter() - start
     return seconds

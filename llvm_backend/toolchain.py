@@ -15,6 +15,7 @@ _WHEEL_DIRS = {
     "llc": "llvm/bin",
     "opt": "llvm/bin",
     "llvm-as": "llvm/bin",
+    "llvm-link": "llvm/bin",
 }
 
 

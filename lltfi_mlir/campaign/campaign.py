@@ -25,11 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..build import Build
 from ..compiler import CompileOptions, compile_onnx
+from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import UsageError
 from ..instrument import InstrumentedBuild, instrument_build
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
-from .executor import LocalExecutor, RawResult, split_outputs
+from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .outcomes import SdcJudge, classify
 from .plan import exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, run_profile, write_inputs_list
@@ -83,8 +84,17 @@ def _jsonable(value):
 
 class Campaign:
     def __init__(self, build: Build, config: CampaignConfig, input_sets: list[list[Path]],
-                 db: str | Path | None = None, jobs: int | None = None) -> None:
+                 db: str | Path | None = None, jobs: int | None = None, program: ProgramRun | None = None) -> None:
         self.build = build
+        if build.is_program:
+            program = program or ProgramRun()
+            if config.selector.require_operator:
+                # A C/C++ program has no tensor operators; the model default (FP arithmetic in operators)
+                # becomes every instruction kind, as LLFI's `insttype: all`.
+                opcodes = GROUPS["all"] if config.selector.opcodes == DEFAULT_OPCODES else config.selector.opcodes
+                config = dataclasses.replace(config, selector=dataclasses.replace(
+                    config.selector, require_operator=False, opcodes=opcodes))
+        self.program = program
         self.config = config
         self.input_sets = input_sets
         self.jobs = jobs or os.cpu_count() or 1
@@ -93,6 +103,7 @@ class Campaign:
             "opt_level": build.manifest["opt_level"],
             "config": _jsonable(dataclasses.asdict(dataclasses.replace(config, runs=0, notes=()))),
             "inputs": [[str(p.resolve()) for p in s] for s in input_sets],
+            "program": dataclasses.asdict(program) if program else None,
         }
         self.identity = identity
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
@@ -134,6 +145,8 @@ class Campaign:
                    inputs: str | Path | None = None, **kwargs) -> Campaign:
         build = Build(build_dir)
         config = config if isinstance(config, CampaignConfig) else load_config(config)
+        if build.is_program:
+            return cls(build, config, [[]], **kwargs)
         source = build.manifest.get("source", "")
         model_dir = Path(source).parent if source and not source.startswith("<") else None
         return cls(build, config, find_input_sets(inputs, build, model_dir), **kwargs)
@@ -143,9 +156,9 @@ class Campaign:
         """Instrument, profile every input, and open (or resume) the database."""
         self.instrumented = instrument_build(self.build, self.config.selector)
         inputs_list = write_inputs_list(self.input_sets, self.instrumented.directory / "inputs.txt")
-        self.profiles = run_profile(self.instrumented.executable, inputs_list, self.instrumented.units)
-        shapes = [t.shape for t in self.build.outputs]
-        self.golden = [split_outputs(p.golden, shapes) for p in self.profiles]
+        self.profiles = run_profile(self.instrumented.executable, inputs_list, self.instrumented.units,
+                                    program=self.program)
+        self.golden = [self._outputs(p.golden) for p in self.profiles]
         if not any(p.total for p in self.profiles):
             raise UsageError("the selected sites never execute on these inputs: nothing to inject into")
         db = CampaignDatabase(self.db_path)
@@ -161,6 +174,8 @@ class Campaign:
             "timeout_us": int(self.timeout_seconds() * 1e6),
             "output_shapes": [list(t.shape) for t in self.build.outputs],
             "sdc": dataclasses.asdict(self.config.sdc),
+            "program": dataclasses.asdict(self.program) if self.program else None,
+            "golden": [p.golden.hex() for p in self.profiles],
         })
         db.set_meta("seed", self.config.seed)
         db.set_meta("sdc", self.config.sdc.criterion)
@@ -188,6 +203,12 @@ class Campaign:
         width = max(WIDTH[s.type] for s in self.instrumented.sites)
         return sum(p.total for p in self.profiles) * width
 
+    def _outputs(self, data: bytes) -> list:
+        """A model's raw output bytes as arrays; a program's stdout stays bytes."""
+        if self.build.is_program:
+            return [data]
+        return split_outputs(data, [t.shape for t in self.build.outputs])
+
     # -- running --------------------------------------------------------------------------------------
     def _row(self, result: RawResult) -> dict:
         trial = result.trial
@@ -197,7 +218,7 @@ class Campaign:
         deviation = None
         golden = self.golden[trial.input]
         if result.status == "ok":
-            faulty = split_outputs(result.output, [t.shape for t in self.build.outputs])
+            faulty = self._outputs(result.output)
             if activated:
                 deviation = self.judge.deviation(golden, faulty)
         outcome = classify(result.status, activated, self.judge, golden, faulty)
@@ -243,7 +264,7 @@ class Campaign:
         remaining = total - len([i for i in done if i < total])
         executor = LocalExecutor(self.instrumented.executable,
                                  self.instrumented.directory / "inputs.txt", self.jobs,
-                                 int(self.timeout_seconds() * 1e6))
+                                 int(self.timeout_seconds() * 1e6), self.program)
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
         last_commit = time.monotonic()

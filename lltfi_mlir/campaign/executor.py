@@ -22,6 +22,17 @@ from .plan import Trial
 
 
 @dataclass(frozen=True)
+class ProgramRun:
+    """How a C/C++ program is run in every trial: the same arguments and the same stdin."""
+
+    args: tuple[str, ...] = ()
+    stdin: str | None = None
+
+    def driver_args(self) -> list[str]:
+        return (["--stdin", self.stdin] if self.stdin else []) + ["--", *self.args]
+
+
+@dataclass(frozen=True)
 class FaultRecord:
     site: int
     index: int
@@ -56,13 +67,19 @@ def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
 class LocalExecutor:
     """A pool of fork-servers on this machine, `jobs` of them, each with two trials in flight."""
 
-    def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int) -> None:
+    def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int,
+                 program: ProgramRun | None = None) -> None:
         self.executable, self.inputs_list, self.jobs, self.timeout_us = executable, inputs_list, jobs, timeout_us
+        self.program = program
 
     def _start(self) -> list[subprocess.Popen]:
         servers = []
+        if self.program is not None:
+            argv = [str(self.executable), "--lltfi-serve", *self.program.driver_args()]
+        else:
+            argv = [str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)]
         for _ in range(self.jobs):
-            proc = subprocess.Popen([str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)],
+            proc = subprocess.Popen(argv,
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     bufsize=0)
             ready = b""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from ..errors import ConfigError
 from .config import SdcConfig
 
 OUTCOMES = ("sdc", "benign", "crash", "hang", "not_activated")
+_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)", re.IGNORECASE)
+
+
+def _numbers(text: bytes) -> np.ndarray:
+    """Every number printed in a program's output, for tolerance comparisons."""
+    return np.array([float(m) for m in _NUMBER.findall(text)], dtype=np.float64)
 
 
 def _load_function(spec: str) -> Callable:
@@ -45,6 +52,10 @@ class SdcJudge:
 
     def deviation(self, golden: Sequence[np.ndarray], faulty: Sequence[np.ndarray]) -> float:
         """Largest absolute difference (in degrees for the threshold criterion when configured)."""
+        if golden and isinstance(golden[0], bytes):
+            golden, faulty = [_numbers(golden[0])], [_numbers(faulty[0])]
+            if golden[0].shape != faulty[0].shape:
+                return math.inf
         worst = 0.0
         for g, f in zip(golden, faulty):
             with np.errstate(all="ignore"):
@@ -60,6 +71,12 @@ class SdcJudge:
         c = self.config
         if c.criterion == "python":
             return bool(self.user(golden, faulty))
+        if golden and isinstance(golden[0], bytes):  # a program's stdout
+            if c.criterion == "tolerance":
+                g, f = _numbers(golden[0]), _numbers(faulty[0])
+                text_same = _NUMBER.sub(b"#", golden[0]) == _NUMBER.sub(b"#", faulty[0])
+                return not (text_same and g.shape == f.shape and np.allclose(f, g, rtol=c.rtol, atol=c.atol))
+            return golden[0] != faulty[0]
         for g, f in zip(golden, faulty):
             if np.any(~np.isfinite(f) & np.isfinite(g)):
                 return True  # a NaN/Inf where the golden run had a number is never benign

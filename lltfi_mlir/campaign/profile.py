@@ -29,12 +29,15 @@ def write_inputs_list(input_sets: list[list[Path]], path: Path) -> Path:
 
 
 def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]],
-                repeat: int = 3) -> list[InputProfile]:
+                repeat: int = 3, program=None) -> list[InputProfile]:
     """Profile each input set; three independent counts must agree or the instrumentation is wrong:
     unit entries x static instances per entry, the hooks' per-site counts, and what the fast
     paths consumed from the countdown."""
-    proc = subprocess.run([str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", str(repeat)],
-                          capture_output=True, text=True)
+    if program is not None:
+        argv = [str(executable), "--lltfi-profile", *program.driver_args()]
+    else:
+        argv = [str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", str(repeat)]
+    proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode == 2:
         raise InputError(proc.stderr.strip().removeprefix("error: "))
     if proc.returncode != 0:
@@ -52,6 +55,9 @@ def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]]
         at += 1 + n_units
         n_out = int(parts[at])
         data = bytes.fromhex(parts[at + 1]) if n_out else b""
+        if program is not None and parts[-1] != "0":
+            raise InputError(f"the program exits with status {parts[-1]} without faults; campaigns need a "
+                             "fault-free run that exits 0 (check its arguments and --stdin)")
         counted = [0] * n_sites
         for entries, per_entry in zip(unit_counts, units):
             for site, k in per_entry.items():

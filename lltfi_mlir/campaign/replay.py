@@ -6,14 +6,13 @@ the bits from the seed), so replaying it reproduces the same fault, output and o
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
 from .config import FaultConfig, SdcConfig
 from .database import CampaignDatabase
-from .executor import LocalExecutor, split_outputs
+from .executor import LocalExecutor, ProgramRun, split_outputs
 from .outcomes import SdcJudge, classify
 from .plan import Trial
 
@@ -56,20 +55,17 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     fault = FaultConfig(type=recorded["fault_type"], bit=recorded["bit"], num_bits=recorded["num_bits"],
                         max_multiple=recorded["max_multiple"], window_len=recorded["window_len"])
     trial = Trial(recorded["id"], recorded["input"], recorded["target"], fault, recorded["bit"], recorded["seed"])
-    executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"])
+    program = ProgramRun(tuple(info["program"]["args"]), info["program"]["stdin"]) if info.get("program") else None
+    executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program)
     (result,) = list(executor.run([trial]))
     shapes = [tuple(s) for s in info["output_shapes"]]
-    golden = _golden(executable, Path(info["inputs_list"]), recorded["input"], shapes)
+
+    def outputs(data: bytes) -> list:
+        return [data] if program is not None else split_outputs(data, shapes)
+
+    golden = outputs(bytes.fromhex(info["golden"][recorded["input"]]))
     judge = SdcJudge(SdcConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["sdc"].items()}))
-    faulty = split_outputs(result.output, shapes) if result.status == "ok" else None
+    faulty = outputs(result.output) if result.status == "ok" else None
     activated = any(f.before != f.after for f in result.faults)
     outcome = classify(result.status, activated, judge, golden, faulty)
     return Replay(trial, recorded, outcome, list(result.faults), faulty or [])
-
-
-def _golden(executable: Path, inputs_list: Path, index: int, shapes) -> list:
-    """The golden outputs, from a fresh profile run of the same program and input."""
-    proc = subprocess.run([str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", "1"],
-                          capture_output=True, text=True, check=True)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith(f"P {index} ")][0]
-    return split_outputs(bytes.fromhex(line.split()[-1]), shapes)

@@ -39,10 +39,12 @@ def _bit_of(mask: str | None) -> str:
 
 def summarize(db: CampaignDatabase) -> dict:
     sites = {row[0]: row for row in db.query("SELECT id, opcode, node, op_type, layer FROM sites")}
+    functions = dict(db.query("SELECT id, function FROM sites"))
     overall: Counter = Counter()
     by_layer: dict[str, Counter] = defaultdict(Counter)
     by_opcode: dict[str, Counter] = defaultdict(Counter)
     by_bit: dict[str, Counter] = defaultdict(Counter)
+    by_function: dict[str, Counter] = defaultdict(Counter)
     for outcome, site, mask in db.query("SELECT outcome, site, mask FROM trials"):
         overall[outcome] += 1
         if site is None or site not in sites:
@@ -52,7 +54,9 @@ def summarize(db: CampaignDatabase) -> dict:
         by_layer[layer_key][outcome] += 1
         by_opcode[opcode][outcome] += 1
         by_bit[_bit_of(mask)][outcome] += 1
+        by_function[functions[site]][outcome] += 1
     result = _group(overall)
+    result["by_function"] = {k: _group(v) for k, v in sorted(by_function.items())}
     result["by_layer"] = {k: _group(v) for k, v in sorted(by_layer.items())}
     result["by_opcode"] = {k: _group(v) for k, v in sorted(by_opcode.items())}
     result["by_bit"] = {k: _group(v) for k, v in sorted(by_bit.items(), key=lambda kv: (len(kv[0]), kv[0]))}
@@ -103,7 +107,10 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
             table.add_row(f"> {t}", _pct(entry))
         console.print(table)
     if details:
-        console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
+        if set(summary["by_layer"]) != {"(no operator)"}:
+            console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
+        if len(summary["by_function"]) > 1 or "(no operator)" in summary["by_layer"]:
+            console.print(_table("Per function", summary["by_function"]))
         console.print(_table("Per opcode", summary["by_opcode"]))
         console.print(_table("Per bit position", summary["by_bit"]))
 

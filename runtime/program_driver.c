@@ -1,0 +1,194 @@
+/* Driver of an instrumented C/C++ program (its `main` renamed to lltfi_program_main).
+ *
+ *   prog [args...]                                      golden run, as the original program
+ *   prog --lltfi-profile [--stdin F] -- [args...]       P line: counts, golden stdout (see below)
+ *   prog --lltfi-serve [--stdin F] -- [args...]         fork-server, same protocol as campaign_server.c
+ *
+ * Every run happens in a forked child (a program may change global state), with stdout captured in
+ * a temporary file and stdin from F (or /dev/null), so each trial sees the same inputs.
+ * P line:  P 0 golden_s check_s consumed n_sites counts... n_units units... n_bytes stdout_hex exit_status
+ * R line:  R id status code n_faults {site index mask before after}* n_bytes stdout_hex
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fi_runtime.h"
+
+int lltfi_program_main(int argc, char **argv);
+
+typedef struct {
+  lltfi_fault_log log;
+  uint64_t consumed;
+  uint64_t counts_and_units[];
+} program_shared;
+
+static const char *stdin_path = "/dev/null";
+static int prog_argc;
+static char **prog_argv;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Runs the program in a child; returns wait status; stdout goes to `out_fd`. */
+static int run_child(int out_fd, long long timeout_us, void (*setup)(void *), void *arg) {
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid < 0) { perror("fork"); exit(1); }
+  if (pid == 0) {
+    int in = open(stdin_path, O_RDONLY);
+    if (in >= 0) { dup2(in, 0); close(in); }
+    dup2(out_fd, 1);
+    if (timeout_us > 0) {
+      struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
+      setitimer(ITIMER_REAL, &timer, NULL);
+    }
+    setup(arg);
+    int rc = lltfi_program_main(prog_argc, prog_argv);
+    exit(rc); /* exit(), not _exit(): the program's stdio buffers must be flushed */
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  return status;
+}
+
+static void print_captured(int fd) {
+  off_t size = lseek(fd, 0, SEEK_END);
+  lseek(fd, 0, SEEK_SET);
+  printf(" %lld ", (long long)size);
+  unsigned char buf[4096];
+  ssize_t n;
+  static const char digits[] = "0123456789abcdef";
+  while ((n = read(fd, buf, sizeof buf)) > 0)
+    for (ssize_t i = 0; i < n; i++) { putchar(digits[buf[i] >> 4]); putchar(digits[buf[i] & 15]); }
+  if (ftruncate(fd, 0) != 0) perror("ftruncate");
+  lseek(fd, 0, SEEK_SET);
+}
+
+static program_shared *shared;
+
+static void setup_golden(void *arg) {
+  (void)arg;
+  lltfi_begin_golden();
+  lltfi_fi_remaining = 1ull << 62;
+  memset(lltfi_unit_counts, 0, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
+  /* Copy counters to shared memory at exit, whatever path the program takes to exit. */
+}
+
+static void save_golden_counters(void) {
+  if (lltfi_mode != LLTFI_GOLDEN || !shared) return;
+  shared->consumed = (1ull << 62) - lltfi_fi_remaining;
+  memcpy(shared->counts_and_units + lltfi_num_sites, lltfi_unit_counts, lltfi_num_units * sizeof(uint64_t));
+}
+
+static void setup_profile(void *arg) {
+  (void)arg;
+  lltfi_begin_profile(shared->counts_and_units);
+}
+
+static lltfi_fault_spec trial_spec;
+static unsigned long long trial_target;
+static void setup_trial(void *arg) {
+  (void)arg;
+  lltfi_begin_inject(trial_target, &trial_spec, &shared->log);
+}
+
+int main(int argc, char **argv) {
+  int mode = 0;
+  int i = 1;
+  if (argc > 1 && !strcmp(argv[1], "--lltfi-profile")) mode = 1;
+  else if (argc > 1 && !strcmp(argv[1], "--lltfi-serve")) mode = 2;
+  if (mode == 0) return lltfi_program_main(argc, argv);
+  for (i = 2; i < argc && strcmp(argv[i], "--"); i++) {
+    if (!strcmp(argv[i], "--stdin") && i + 1 < argc) stdin_path = argv[++i];
+  }
+  /* argv[0] stays the program's name; its arguments follow "--". */
+  prog_argc = 1 + (i < argc ? argc - i - 1 : 0);
+  prog_argv = calloc(prog_argc + 1, sizeof(char *));
+  prog_argv[0] = argv[0];
+  for (int k = 1; k < prog_argc; k++) prog_argv[k] = argv[i + k];
+  size_t size = sizeof(program_shared) + (lltfi_num_sites + lltfi_num_units + 1) * sizeof(uint64_t);
+  shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  char path[] = "/tmp/lltfi-stdout-XXXXXX";
+  int out_fd = mkstemp(path);
+  if (out_fd < 0 || shared == MAP_FAILED) { perror("lltfi driver"); return 1; }
+  unlink(path);
+  atexit(save_golden_counters);
+  if (mode == 1) {
+    double t0 = now();
+    int status = run_child(out_fd, 0, setup_golden, NULL);
+    double golden = now() - t0;
+    if (!WIFEXITED(status)) {
+      fprintf(stderr, "error: the program fails without faults (signal %d)\n", WTERMSIG(status));
+      return 2;
+    }
+    uint64_t consumed = shared->consumed;
+    uint64_t *units = malloc((lltfi_num_units + 1) * sizeof(uint64_t));
+    memcpy(units, shared->counts_and_units + lltfi_num_sites, lltfi_num_units * sizeof(uint64_t));
+    memset(shared->counts_and_units, 0, lltfi_num_sites * sizeof(uint64_t));
+    t0 = now();
+    int check_status = run_child(out_fd, 0, setup_profile, NULL);
+    double check = now() - t0;
+    (void)check_status;
+    if (ftruncate(out_fd, 0) != 0) perror("ftruncate");
+    lseek(out_fd, 0, SEEK_SET);
+    run_child(out_fd, 0, setup_golden, NULL);  /* golden stdout, untouched by the profile hooks */
+    printf("P 0 %.9f %.9f %llu %d", golden, check, (unsigned long long)consumed, lltfi_num_sites);
+    for (int s = 0; s < lltfi_num_sites; s++) printf(" %llu", (unsigned long long)shared->counts_and_units[s]);
+    printf(" %d", lltfi_num_units);
+    for (int u = 0; u < lltfi_num_units; u++) printf(" %llu", (unsigned long long)units[u]);
+    print_captured(out_fd);
+    printf(" %d\n", WEXITSTATUS(status));
+    return 0;
+  }
+  printf("READY 1\n");
+  fflush(stdout);
+  char line[1024];
+  while (fgets(line, sizeof line, stdin)) {
+    long long id, set, target, seed, timeout_us, window;
+    int type, num_bits, bit, max_faults;
+    char mask_hex[32];
+    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld", &id, &set, &target, &type, &num_bits, &bit,
+               mask_hex, &max_faults, &window, &seed, &timeout_us) != 11) {
+      fprintf(stderr, "error: bad trial line: %s", line);
+      return 2;
+    }
+    lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults, (uint64_t)window,
+                             (uint64_t)seed};
+    trial_spec = spec;
+    trial_target = (unsigned long long)target;
+    memset(&shared->log, 0, sizeof shared->log);
+    int status = run_child(out_fd, timeout_us, setup_trial, NULL);
+    const char *kind = "ok";
+    int code = 0;
+    if (WIFSIGNALED(status)) {
+      code = WTERMSIG(status);
+      kind = code == SIGALRM ? "hang" : "crash";
+    } else if (WEXITSTATUS(status) != 0) {
+      kind = "exit";
+      code = WEXITSTATUS(status);
+    }
+    int n = shared->log.n_faults > LLTFI_MAX_FAULTS ? LLTFI_MAX_FAULTS : shared->log.n_faults;
+    printf("R %lld %s %d %d", id, kind, code, n);
+    for (int k = 0; k < n; k++) {
+      lltfi_fault_record *r = &shared->log.faults[k];
+      printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
+             (unsigned long long)r->before, (unsigned long long)r->after);
+    }
+    print_captured(out_fd);
+    printf("\n");
+    fflush(stdout);
+  }
+  return 0;
+}
