@@ -152,6 +152,8 @@ class InstrumentSitesPass:
             fname = ir.StringAttr(fn.attributes["sym_name"]).value
             if fname.startswith(("_mlir_ciface_", "lltfi_")):
                 continue
+            if fname == "__lltfi_program_main":  # a C program's main, renamed for the driver
+                fname = "main"
             if selector.functions and fname not in selector.functions:
                 continue
             if fname in selector.exclude_functions:

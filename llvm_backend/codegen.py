@@ -45,7 +45,9 @@ def link(objects: list[Path], extra_sources: list[Path], exe: Path, program: boo
     """Link the model (or program) object with the cached runtime and the generated glue."""
     runtime = runtime_objects(PROGRAM_SOURCES if program else CONTROLLER_SOURCES)
     linker = tool_path("c++" if cplusplus else "cc")
-    run_tool([linker, "-O2", "-I", str(SOURCE_DIR), *map(str, extra_sources), *map(str, objects),
+    # The generated glue is C even when the program is C++ (C linkage, C const semantics).
+    glue = ["-x", "c", *map(str, extra_sources), "-x", "none"] if cplusplus else list(map(str, extra_sources))
+    run_tool([linker, "-O2", "-I", str(SOURCE_DIR), *glue, *map(str, objects),
               *map(str, runtime), "-o", str(exe), "-lm"], f"linking with {Path(linker).name}")
 
 

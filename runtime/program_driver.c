@@ -1,4 +1,4 @@
-/* Driver of an instrumented C/C++ program (its `main` renamed to lltfi_program_main).
+/* Driver of an instrumented C/C++ program (its `main` renamed to __lltfi_program_main).
  *
  *   prog [args...]                                      golden run, as the original program
  *   prog --lltfi-profile [--stdin F] -- [args...]       P line: counts, golden stdout (see below)
@@ -23,7 +23,7 @@
 
 #include "fi_runtime.h"
 
-int lltfi_program_main(int argc, char **argv);
+int __lltfi_program_main(int argc, char **argv);
 
 typedef struct {
   lltfi_fault_log log;
@@ -55,7 +55,7 @@ static int run_child(int out_fd, long long timeout_us, void (*setup)(void *), vo
       setitimer(ITIMER_REAL, &timer, NULL);
     }
     setup(arg);
-    int rc = lltfi_program_main(prog_argc, prog_argv);
+    int rc = __lltfi_program_main(prog_argc, prog_argv);
     exit(rc); /* exit(), not _exit(): the program's stdio buffers must be flushed */
   }
   int status = 0;
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
   int i = 1;
   if (argc > 1 && !strcmp(argv[1], "--lltfi-profile")) mode = 1;
   else if (argc > 1 && !strcmp(argv[1], "--lltfi-serve")) mode = 2;
-  if (mode == 0) return lltfi_program_main(argc, argv);
+  if (mode == 0) return __lltfi_program_main(argc, argv);
   for (i = 2; i < argc && strcmp(argv[i], "--"); i++) {
     if (!strcmp(argv[i], "--stdin") && i + 1 < argc) stdin_path = argv[++i];
   }

@@ -18,8 +18,8 @@ from ..llvm_backend.toolchain import run_tool, tool_path
 
 C_SUFFIXES = {".c"}
 CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".C"}
-DEFAULT_CFLAGS = ["-O0", "-g", "-ffp-contract=off"]
-PROGRAM_ENTRY = "lltfi_program_main"
+DEFAULT_CFLAGS = ["-O0", "-gline-tables-only", "-ffp-contract=off"]  # lines suffice for selection
+PROGRAM_ENTRY = "__lltfi_program_main"  # the driver owns main(); sites still report "main"
 
 
 def find_clang(cplusplus: bool) -> str:
