@@ -87,3 +87,13 @@ def test_bad_configs_name_the_line_and_key(text, message):
 def test_missing_config_file_is_an_error_not_defaults(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_program_selection_keys():
+    config = parse_config("select:\n  opcodes: [int, load]\n  functions: [partition]\n  sources: [quicksort.c]\n"
+                          "  lines: [10, 14]\n  register: src1\n")
+    sel = config.selector
+    assert sel.sources == {"quicksort.c"} and sel.lines == (10, 14) and sel.functions == {"partition"}
+    assert "load" in sel.opcodes and "add" in sel.opcodes and sel.register == "src1"
+    with pytest.raises(ConfigError, match=":2: lines: expected"):
+        parse_config("select:\n  lines: [14, 10]\n", "c.yaml")

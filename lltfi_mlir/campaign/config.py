@@ -265,7 +265,8 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
     if "select" in top:
         keys = reader.mapping(top["select"], "select", ("opcodes", "exclude_opcodes", "operators", "exclude_operators",
                                                         "nodes", "exclude_nodes", "layers", "functions",
-                                                        "exclude_functions", "register", "require_operator"))
+                                                        "exclude_functions", "register", "require_operator",
+                                                        "sources", "lines"))
         for key, n in keys.items():
             if key in ("opcodes", "exclude_opcodes"):
                 sel[key] = _opcodes(reader, n, key)
@@ -273,6 +274,12 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
                 sel[key] = reader.choice(n, key, REGISTERS)
             elif key == "require_operator":
                 sel[key] = reader.scalar(n, key, bool)
+            elif key == "lines":
+                value = reader.value(n)
+                if (not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, int) for v in value)
+                        or value[0] > value[1]):
+                    raise reader.fail(n, f"lines: expected [first, last] source lines, got {value!r}")
+                sel[key] = (value[0], value[1])
             elif key == "layers":
                 pairs = set()
                 for item in reader.strings(n, key):
