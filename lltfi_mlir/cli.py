@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, help="plan the trial count for this error margin (Leveugle et al. "
                    "2009) and stop once the 95%% interval of the SDC rate is that tight")
     p.add_argument("--exhaustive", action="store_true", help="every (dynamic instance, bit) pair")
+    p.add_argument("--draw", choices=["uniform", "per_layer", "exhaustive"],
+                   help="uniform over all selected dynamic instances (default), stratified per layer (trial i "
+                   "goes to layer i mod L; per function for C programs), or exhaustive")
     p.add_argument("--db", help="campaign database (default: campaign-<hash>.db beside the build)")
     p.add_argument("--timeout", type=float, help="seconds per trial before it counts as a hang "
                    "(default: 50x the golden run, at least 0.5 s)")
@@ -226,7 +229,7 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.config import with_overrides
     from .campaign.report import print_summary
 
-    config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout)
+    config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout, draw=args.draw)
     for note in config.notes:
         console.print(f"note: {note}")
     if args.runs is not None and args.runs < 1:

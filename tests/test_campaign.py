@@ -218,3 +218,23 @@ def test_corrupted_loop_counter_hangs(tmp_path):
         assert outcome in expected, (counter, outcome)
     assert summary["outcomes"]["hang"]["count"] > 0
     assert summary["outcomes"]["crash"]["count"] == 0
+
+
+def test_per_layer_draw_puts_trial_i_in_layer_i_mod_L(tmp_path):
+    model = tmp_path / "cnn.onnx"
+    onnx.save(tiny_cnn(), model)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 8, 8)).astype(np.float32))
+    config = CampaignConfig(draw="per_layer", seed=4)
+    summary = Campaign.from_onnx(model, config, out_dir=tmp_path / "out", db=tmp_path / "s.db", jobs=2).run(
+        100, progress=False)
+    layers = sorted({"conv1", "Relu_1", "pool1", "fc", "softmax"})
+    db = sqlite3.connect(tmp_path / "s.db")
+    nodes = dict(db.execute("SELECT id, node FROM sites"))
+    counts = dict(db.execute("SELECT id, dynamic_count FROM sites"))
+    for trial_id, site, target in db.execute("SELECT id, site, target FROM trials"):
+        layer = layers[trial_id % len(layers)]
+        assert nodes[site] == layer, (trial_id, nodes[site], layer)
+        layer_total = sum(c for s, c in counts.items() if nodes[s] == layer)
+        assert 0 <= target < layer_total
+    assert all(g["trials"] == 20 for g in summary["by_layer"].values())

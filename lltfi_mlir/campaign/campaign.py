@@ -17,6 +17,7 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -260,11 +261,14 @@ class Campaign:
                 total = n if n is not None else self.config.runs
             trials_iter = (uniform_trial(self.config, counts, i) for i in range(total))
         done = db.done_ids()
-        todo = (t for t in trials_iter if t.id not in done)
         remaining = total - len([i for i in done if i < total])
-        executor = LocalExecutor(self.instrumented.executable,
-                                 self.instrumented.directory / "inputs.txt", self.jobs,
-                                 int(self.timeout_seconds() * 1e6), self.program)
+        timeout_us = int(self.timeout_seconds() * 1e6)
+        if self.config.draw == "per_layer" and not exhaustive:
+            results = self._stratified_results(total, done, timeout_us)
+        else:
+            executor = LocalExecutor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
+                                     self.jobs, timeout_us, self.program)
+            results = executor.run(t for t in trials_iter if t.id not in done)
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
         last_commit = time.monotonic()
@@ -275,7 +279,7 @@ class Campaign:
             started = time.perf_counter()
             self.last_trials = 0
             if remaining > 0:
-                for result in executor.run(todo):
+                for result in results:
                     row = self._row(result)
                     batch.append(row)
                     self.last_trials += 1
@@ -291,6 +295,38 @@ class Campaign:
                 db.add_trials(batch)
             self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)
+
+    def _stratified_results(self, total: int, done: set[int], timeout_us: int) -> Iterator[RawResult]:
+        """Per-layer stratified draws: trial i goes to layer i mod L, uniform within that layer.
+
+        Each layer gets its own instrumented build whose countdown sees only that layer's sites (the
+        countdown is global, so "the k-th instance of layer L" needs a build that selects only L);
+        its site ids are mapped back to the full build's so reports stay comparable."""
+        full = self.instrumented
+        key = (lambda s: s.function) if self.build.is_program else (lambda s: s.node)
+        per_site = [p.site_counts for p in self.profiles]
+        layers: dict[str, list[int]] = {}
+        for site in full.sites:
+            if any(counts[site.id] for counts in per_site):
+                layers.setdefault(key(site), []).append(site.id)
+        strata = sorted(layers)
+        for index, name in enumerate(strata):
+            ids = [i for i in range(index, total, len(strata)) if i not in done]
+            if not ids:
+                continue
+            field = {"functions": frozenset({name})} if self.build.is_program else {"nodes": frozenset({name})}
+            selector = dataclasses.replace(self.config.selector, **field)
+            layer_build = instrument_build(self.build, selector)
+            id_map = layers[name]
+            if len(layer_build.sites) != len(id_map):
+                raise UsageError(f"layer {name}: its build selects {len(layer_build.sites)} sites, the full build "
+                                 f"{len(id_map)}; cannot stratify this selection")
+            counts = [sum(c[i] for i in id_map) for c in per_site]
+            list_path = write_inputs_list(self.input_sets, layer_build.directory / "inputs.txt")
+            executor = LocalExecutor(layer_build.executable, list_path, self.jobs, timeout_us, self.program)
+            for result in executor.run(uniform_trial(self.config, counts, i) for i in ids):
+                faults = tuple(dataclasses.replace(f, site=id_map[f.site]) for f in result.faults)
+                yield dataclasses.replace(result, faults=faults)
 
     @staticmethod
     def _tally_text(tally: Counter) -> str:

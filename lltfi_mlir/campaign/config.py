@@ -16,7 +16,7 @@ from ..errors import ConfigError
 
 FAULT_TYPES = ("bitflip", "stuck_at_0", "stuck_at_1")
 SDC_CRITERIA = ("top1", "topk", "threshold", "tolerance", "python")
-DRAWS = ("uniform", "exhaustive")
+DRAWS = ("uniform", "per_layer", "exhaustive")
 # LLTFI -layerName values -> ONNX op types (onnx-mlir lowers Gemm and MatMul alike to "matmul").
 LLTFI_LAYER_NAMES = {"conv": ("Conv",), "relu": ("Relu",), "matmul": ("MatMul", "Gemm"), "gemm": ("Gemm",),
                      "maxpool": ("MaxPool",), "avgpool": ("AveragePool", "GlobalAveragePool"),
