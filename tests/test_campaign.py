@@ -17,7 +17,7 @@ from conftest import make_model, tiny_cnn
 from lltfi_mlir.dialect_passes.sites import SiteSelector
 from onnx import TensorProto, helper, numpy_helper
 
-from lltfi_mlir.campaign import Campaign, CampaignConfig
+from lltfi_mlir.campaign import Campaign, CampaignConfig, FaultConfig
 from lltfi_mlir.campaign.config import parse_config
 from lltfi_mlir.campaign.stats import wilson
 
@@ -238,3 +238,37 @@ def test_per_layer_draw_puts_trial_i_in_layer_i_mod_L(tmp_path):
         layer_total = sum(c for s, c in counts.items() if nodes[s] == layer)
         assert 0 <= target < layer_total
     assert all(g["trials"] == 20 for g in summary["by_layer"].values())
+
+
+def test_fault_models_stuck_at_multi_bit_and_multiple_faults(gemm_dir):
+    """stuck_at_1 sets bits (never clears), fi_num_bits corrupts that many bits of one register,
+    fi_max_multiple/window_len inject several faults 1..window_len instances apart."""
+    db = gemm_dir / "models.db"
+    faults = (FaultConfig(type="stuck_at_1", num_bits=3, runs=40), FaultConfig(type="stuck_at_0", bit=30, runs=40),
+              FaultConfig(type="bitflip", max_multiple=3, window_len=2, runs=40))
+    config = CampaignConfig(faults=faults, seed=9)
+    Campaign.from_onnx(gemm_dir / "gemm.onnx", config, out_dir=gemm_dir / "out", db=db, jobs=2).run(
+        120, progress=False)
+    rows = sqlite3.connect(db).execute(
+        "SELECT id, fault_type, mask, value_before, value_after, faults, target, activated, dyn_index FROM trials "
+        "ORDER BY id").fetchall()
+    for trial_id, kind, mask, before, after, multi, target, activated, dyn_index in rows:
+        mask, before, after = int(mask, 16), int(before, 16), int(after, 16)
+        if trial_id < 40:
+            assert kind == "stuck_at_1" and bin(mask).count("1") == 3 and after == before | mask
+            assert activated == int(after != before)
+        elif trial_id < 80:
+            assert kind == "stuck_at_0" and mask == 1 << 30 and after == before & ~mask
+        else:
+            indices = [r[1] for r in json.loads(multi)] if multi else [dyn_index]
+            assert indices[0] == target and all(1 <= b - a <= 2 for a, b in zip(indices, indices[1:]))
+            assert len(indices) == 3 or indices[-1] >= 14  # the Gemm has 16 instances per run
+
+
+def test_margin_plans_trials_as_leveugle():
+    from lltfi_mlir.campaign.stats import planned_trials
+
+    # Infinite population: n = t^2 p (1 - p) / e^2 = 1.96^2 * 0.25 / 0.01^2 = 9604 (Leveugle et al. 2009).
+    assert planned_trials(10**15, 0.01) == 9604
+    # Finite population correction: n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))).
+    assert planned_trials(1000, 0.05) == 278
