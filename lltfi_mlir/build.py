@@ -32,6 +32,9 @@ class Build:
         self.manifest = json.loads(manifest_path.read_text())
         self.inputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["inputs"]]
         self.outputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["outputs"]]
+        # Layer-tracing builds return every node's output after the model's own outputs.
+        self.traced = self.manifest.get("traced") or []
+        self.all_outputs = self.outputs + [TensorSpec(t["tensor"], tuple(t["shape"])) for t in self.traced]
         self.executable = self.directory / self.manifest["executable"]
         self.is_program = self.manifest.get("kind") == "program"  # a C/C++ program, not a model
 

@@ -49,6 +49,7 @@ class CompileOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     entry: str = "main_graph"
     sid: SidOptions | None = None
+    trace: bool = False  # a layer-tracing build: every node's output is returned too
 
 
 def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
@@ -107,7 +108,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
 
     with ir.Context(), ir.Location.unknown():
         start = time.perf_counter()
-        module, importer = import_model(loaded, ImportConfig(entry=options.entry))
+        module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace))
         seconds["import"] = time.perf_counter() - start
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)
@@ -123,6 +124,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
 
     inputs = [(n, tuple(loaded.shapes[n])) for n in loaded.inputs]
     outputs = [(n, tuple(loaded.shapes[n])) for n in loaded.outputs]
+    traced = [{"node": node, "tensor": t, "shape": list(loaded.shapes[t])} for node, t in importer.traced]
+    outputs += [(t["tensor"], tuple(t["shape"])) for t in traced]
     glue = out_dir / "glue.c"
     glue.write_text(generate_glue(options.entry, inputs, outputs))
     seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, asm], options.opt_level))
@@ -136,7 +139,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         "opt_level": options.opt_level,
         "executable": STEM,
         "inputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in inputs],
-        "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs],
+        "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs[:len(loaded.outputs)]],
+        "traced": traced,
         "nodes": _manifest_nodes(loaded),
         "weights_bytes": weights.nbytes,
         "sid": sid_report or None,

@@ -74,7 +74,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                                cplusplus=build.manifest.get("language") == "c++")
     else:
         inputs = [(t.name, t.shape) for t in build.inputs]
-        outputs = [(t.name, t.shape) for t in build.outputs]
+        outputs = [(t.name, t.shape) for t in build.all_outputs]
         glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites),
                                       len(result.units)))
         seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"],

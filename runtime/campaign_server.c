@@ -12,8 +12,8 @@
  * weights are loaded once; a child only sets the fault, runs the model and leaves its output and
  * fault log in shared memory. The child arms a real-time timer, so a hang ends by SIGALRM.
  *
- * Trial line:  id input_set target fault_type num_bits bit mask_hex max_faults window_len seed timeout_us
- * Result line: R id status code n_faults {site index mask before after}*n n_values hex_bytes
+ * Trial line:  id input_set target fault_type num_bits bit mask_hex max_faults window_len seed timeout_us [trace_len]
+ * Result line: R id status code n_faults {site index mask before after}*n n_trace {site bits}* n_values hex_bytes
  *   status: ok | crash (signal) | hang (timer) | exit (non-zero exit status); code: signal or status.
  */
 #include <errno.h>
@@ -94,7 +94,7 @@ int lltfi_profile_main(const char *list, int repeat) {
   if (rc) return rc;
   int64_t n_out = total_outputs();
   float *buffer = malloc(n_out * sizeof(float));
-  float *outs[64];
+  float *outs[1024];
   output_pointers(buffer, outs);
   uint64_t *counts = calloc(lltfi_num_sites ? lltfi_num_sites : 1, sizeof(uint64_t));
   uint64_t *unit_counts = calloc(lltfi_num_units ? lltfi_num_units : 1, sizeof(uint64_t));
@@ -153,15 +153,15 @@ int lltfi_serve_main(const char *list) {
   fflush(stdout);
   while (fgets(line, sizeof line, stdin)) {
     long long id, set, target, seed, timeout_us, window;
-    int type, num_bits, bit, max_faults;
+    int type, num_bits, bit, max_faults, trace_len = 0;
     char mask_hex[32];
-    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld", &id, &set, &target, &type, &num_bits,
-               &bit, mask_hex, &max_faults, &window, &seed, &timeout_us) != 11 || set < 0 || set >= n_sets) {
+    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld %d", &id, &set, &target, &type, &num_bits,
+               &bit, mask_hex, &max_faults, &window, &seed, &timeout_us, &trace_len) < 11 || set < 0 || set >= n_sets) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
     lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults,
-                             (uint64_t)window, (uint64_t)seed};
+                             (uint64_t)window, (uint64_t)seed, trace_len};
     memset(&shared->log, 0, sizeof shared->log);
     memset(shared->outputs, 0xff, n_out * sizeof(float));
     fflush(stdout);
@@ -170,7 +170,7 @@ int lltfi_serve_main(const char *list) {
     if (pid == 0) {
       struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
       setitimer(ITIMER_REAL, &timer, NULL);
-      float *outs[64];
+      float *outs[1024];
       output_pointers(shared->outputs, outs);
       lltfi_begin_inject((uint64_t)target, &spec, &shared->log);
       lltfi_model_run(input_sets[set], outs);
@@ -195,6 +195,10 @@ int lltfi_serve_main(const char *list) {
       printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
              (unsigned long long)r->before, (unsigned long long)r->after);
     }
+    int nt = shared->log.n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : shared->log.n_trace;
+    printf(" %d", nt);
+    for (int i = 0; i < nt; i++)
+      printf(" %d %llx", shared->log.trace[i].site, (unsigned long long)shared->log.trace[i].bits);
     printf(" %lld ", (long long)(strcmp(kind, "ok") == 0 ? n_out : 0));
     if (strcmp(kind, "ok") == 0) print_hex(stdout, shared->outputs, n_out);
     printf("\n");

@@ -76,7 +76,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "error: the model has %d output(s), %d --output given\n", lltfi_num_outputs, n_out);
     return 2;
   }
-  float *inputs[64], *outputs[64];
+  float *inputs[64], *outputs[1024];
   for (int i = 0; i < n_in; i++) {
     npy_array arr;
     char err[512], got[128], want[128];

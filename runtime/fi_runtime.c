@@ -17,6 +17,7 @@ static lltfi_fault_spec spec;
 static lltfi_fault_log *fault_log;
 static uint64_t next_index;  /* dynamic index of the instance that reads remaining == 0 */
 static uint64_t rng_state;
+static int trace_left;        /* instances still to record after the last fault */
 
 static uint64_t splitmix64(void) {
   uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
@@ -44,6 +45,9 @@ void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *s, lltfi_fault_
   if (spec.num_bits < 1) spec.num_bits = 1;
   fault_log = log;
   fault_log->n_faults = 0;
+  fault_log->n_trace = 0;
+  trace_left = 0;
+  if (spec.trace_len > LLTFI_MAX_TRACE) spec.trace_len = LLTFI_MAX_TRACE;
   rng_state = spec.seed;
   next_index = target;
   lltfi_fi_remaining = target;
@@ -68,7 +72,7 @@ static uint64_t inject(int32_t site, uint64_t bits, int width) {
   uint64_t after = bits;
   if (spec.fault_type == LLTFI_BITFLIP) after = bits ^ mask;
   else if (spec.fault_type == LLTFI_STUCK_AT_0) after = bits & ~mask;
-  else after = bits | mask;
+  else if (spec.fault_type == LLTFI_STUCK_AT_1) after = bits | mask;
   lltfi_fault_record *r = &fault_log->faults[fault_log->n_faults++];
   r->site = site;
   r->index = next_index;
@@ -79,17 +83,29 @@ static uint64_t inject(int32_t site, uint64_t bits, int width) {
     uint64_t gap = spec.window_len > 1 ? 1 + splitmix64() % spec.window_len : 1;
     next_index += gap;
     lltfi_fi_remaining = gap - 1;
+  } else if (spec.trace_len > 0) {
+    trace_left = spec.trace_len;  /* every later instance reaches the hooks until the window is full */
+    lltfi_fi_remaining = 0;
   } else {
     lltfi_fi_remaining = UINT64_MAX;
   }
   return after;
 }
 
+static void record_trace(int32_t site, uint64_t bits) {
+  lltfi_trace_record *r = &fault_log->trace[fault_log->n_trace++];
+  r->site = site;
+  r->bits = bits;
+  if (--trace_left == 0) lltfi_fi_remaining = UINT64_MAX;
+}
+
+/* 0: pass through; 1: inject here; 2: record for the propagation trace. */
 static inline int at_target(int32_t site) {
   if (lltfi_mode == LLTFI_PROFILE) {
     lltfi_site_counts[site]++;
     return 0;
   }
+  if (trace_left > 0) return 2;
   if (lltfi_fi_remaining == 0) return lltfi_mode == LLTFI_INJECT;
   lltfi_fi_remaining--;
   return 0;
@@ -97,9 +113,14 @@ static inline int at_target(int32_t site) {
 
 #define HOOK(NAME, CTYPE, UTYPE, WIDTH)                  \
   CTYPE NAME(int32_t site, CTYPE value) {                \
-    if (!at_target(site)) return value;                  \
+    int what = at_target(site);                          \
+    if (!what) return value;                             \
     UTYPE bits;                                          \
     memcpy(&bits, &value, sizeof bits);                  \
+    if (what == 2) {                                     \
+      record_trace(site, (uint64_t)bits);                \
+      return value;                                      \
+    }                                                    \
     bits = (UTYPE)inject(site, (uint64_t)bits, WIDTH);   \
     memcpy(&value, &bits, sizeof bits);                  \
     return value;                                        \

@@ -4,9 +4,11 @@
 #include <stdint.h>
 
 #define LLTFI_MAX_FAULTS 64
+#define LLTFI_MAX_TRACE 4096
 
 enum lltfi_mode { LLTFI_GOLDEN = 0, LLTFI_PROFILE = 1, LLTFI_INJECT = 2 };
-enum lltfi_fault_type { LLTFI_BITFLIP = 0, LLTFI_STUCK_AT_0 = 1, LLTFI_STUCK_AT_1 = 2 };
+/* LLTFI_NO_FAULT: reach the instance and record it, change nothing (the golden side of a trace). */
+enum lltfi_fault_type { LLTFI_BITFLIP = 0, LLTFI_STUCK_AT_0 = 1, LLTFI_STUCK_AT_1 = 2, LLTFI_NO_FAULT = 3 };
 
 typedef struct {
   int32_t site;
@@ -24,11 +26,19 @@ typedef struct {
   int max_faults;     /* fi_max_multiple */
   uint64_t window_len;/* gap between faults drawn in [1, window_len] */
   uint64_t seed;
+  int trace_len;      /* record the next trace_len selected instances after the last fault (maxTrace) */
 } lltfi_fault_spec;
+
+typedef struct {
+  int32_t site;
+  uint64_t bits;
+} lltfi_trace_record;
 
 typedef struct {
   int n_faults;
   lltfi_fault_record faults[LLTFI_MAX_FAULTS];
+  int n_trace;
+  lltfi_trace_record trace[LLTFI_MAX_TRACE];
 } lltfi_fault_log;
 
 extern uint64_t lltfi_fi_remaining;

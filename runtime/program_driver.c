@@ -7,7 +7,7 @@
  * Every run happens in a forked child (a program may change global state), with stdout captured in
  * a temporary file and stdin from F (or /dev/null), so each trial sees the same inputs.
  * P line:  P 0 golden_s check_s consumed n_sites counts... n_units units... n_bytes stdout_hex exit_status
- * R line:  R id status code n_faults {site index mask before after}* n_bytes stdout_hex
+ * R line:  R id status code n_faults {site index mask before after}* n_trace {site bits}* n_bytes stdout_hex
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -157,15 +157,15 @@ int main(int argc, char **argv) {
   char line[1024];
   while (fgets(line, sizeof line, stdin)) {
     long long id, set, target, seed, timeout_us, window;
-    int type, num_bits, bit, max_faults;
+    int type, num_bits, bit, max_faults, trace_len = 0;
     char mask_hex[32];
-    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld", &id, &set, &target, &type, &num_bits, &bit,
-               mask_hex, &max_faults, &window, &seed, &timeout_us) != 11) {
+    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld %d", &id, &set, &target, &type, &num_bits, &bit,
+               mask_hex, &max_faults, &window, &seed, &timeout_us, &trace_len) < 11) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
     lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults, (uint64_t)window,
-                             (uint64_t)seed};
+                             (uint64_t)seed, trace_len};
     trial_spec = spec;
     trial_target = (unsigned long long)target;
     memset(&shared->log, 0, sizeof shared->log);
@@ -186,6 +186,10 @@ int main(int argc, char **argv) {
       printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
              (unsigned long long)r->before, (unsigned long long)r->after);
     }
+    int nt = shared->log.n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : shared->log.n_trace;
+    printf(" %d", nt);
+    for (int k = 0; k < nt; k++)
+      printf(" %d %llx", shared->log.trace[k].site, (unsigned long long)shared->log.trace[k].bits);
     print_captured(out_fd);
     printf("\n");
     fflush(stdout);

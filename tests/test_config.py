@@ -71,7 +71,7 @@ def test_native_schema():
     ("campaign:\n  runs: -3\n", ":2: runs: -3 is not allowed"),
     ("campaign:\n  runs: many\n", ":2: runs: expected int"),
     ("sdc:\n  criterion: python\n", "needs sdc.function"),
-    ("compileOption:\n  tracingPropagation: True\n", "tracingPropagation: True is not supported"),
+    ("compileOption:\n  tracingPropagationOption:\n    maxTrace: 0\n", "maxTrace: 0 is not allowed"),
     ("Select:\n  opcodes: [fadd]\n", ":1: unknown key 'Select' in the configuration"),
     ("compileOption:\n  instSelMethod:\n    - customInstselector:\n        include: [CustomTensorOperator]\n"
      "        options: [-layerNo=1;2, -layerName=conv]\n", "-layerNo must give one number per -layerName"),
@@ -97,3 +97,10 @@ def test_program_selection_keys():
     assert "load" in sel.opcodes and "add" in sel.opcodes and sel.register == "src1"
     with pytest.raises(ConfigError, match=":2: lines: expected"):
         parse_config("select:\n  lines: [14, 10]\n", "c.yaml")
+
+
+def test_lltfi_tracing_options_enable_both_traces():
+    config = parse_config("compileOption:\n  tracingPropagation: True\n  tracingPropagationOption:\n"
+                          "    maxTrace: 100\n    generateCDFG: True\n")
+    assert config.trace_layers and config.max_trace == 100
+    assert not parse_config("compileOption:\n  tracingPropagation: False\n").trace_layers

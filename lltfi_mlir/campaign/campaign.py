@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..build import Build
-from ..compiler import CompileOptions, compile_onnx
+from ..compiler import CompileOptions, compile_onnx  # noqa: F401  (CompileOptions: traced builds)
 from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import UsageError
 from ..instrument import InstrumentedBuild, instrument_build
@@ -33,11 +33,12 @@ from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .outcomes import SdcJudge, classify
-from .plan import exhaustive_size, exhaustive_trials, uniform_trial
+from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, run_profile, write_inputs_list
 from .report import summarize
 from .stats import planned_trials, wilson
 
+SHADOW = 1 << 40  # trial id offset of the fault-free shadow runs that record golden trace windows
 WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}
 
 
@@ -71,6 +72,12 @@ def find_input_sets(inputs: str | Path | None, build: Build, model_dir: Path | N
         arrays = [np.load(f, allow_pickle=False) for f in files]
         build.check_inputs(arrays)
     return sets
+
+
+def _finite_max(values: np.ndarray) -> float | None:
+    if not values.size:
+        return None
+    return float(np.max(values)) if np.all(np.isfinite(values)) else float("inf")
 
 
 def _jsonable(value):
@@ -113,6 +120,8 @@ class Campaign:
         self.profiles: list[InputProfile] = []
         self.golden: list[list[np.ndarray]] = []
         self.judge = SdcJudge(config.sdc)
+        self.work_build = build
+        self.node_index = {n["name"]: n["index"] for n in build.manifest.get("nodes", [])}
         self.last_run_seconds = 0.0
         self.last_trials = 0
 
@@ -155,11 +164,20 @@ class Campaign:
     # -- preparation ----------------------------------------------------------------------------------
     def prepare(self) -> CampaignDatabase:
         """Instrument, profile every input, and open (or resume) the database."""
-        self.instrumented = instrument_build(self.build, self.config.selector)
+        self.work_build = self._traced_build() if self.config.trace_layers and not self.build.is_program \
+            else self.build
+        self.instrumented = instrument_build(self.work_build, self.config.selector)
+        if self.work_build is not self.build:
+            plain = instrument_build(self.build, self.config.selector)
+            if [(s.opcode, s.node, s.register) for s in plain.sites] != \
+                    [(s.opcode, s.node, s.register) for s in self.instrumented.sites]:
+                raise UsageError("the layer-tracing build selects different instructions than the plain build; "
+                                 "trace with the default floating-point selection")
         inputs_list = write_inputs_list(self.input_sets, self.instrumented.directory / "inputs.txt")
         self.profiles = run_profile(self.instrumented.executable, inputs_list, self.instrumented.units,
                                     program=self.program)
-        self.golden = [self._outputs(p.golden) for p in self.profiles]
+        self.golden_all = [self._outputs(p.golden, everything=True) for p in self.profiles]
+        self.golden = [g[:len(self.build.outputs)] if not self.build.is_program else g for g in self.golden_all]
         if not any(p.total for p in self.profiles):
             raise UsageError("the selected sites never execute on these inputs: nothing to inject into")
         db = CampaignDatabase(self.db_path)
@@ -204,11 +222,53 @@ class Campaign:
         width = max(WIDTH[s.type] for s in self.instrumented.sites)
         return sum(p.total for p in self.profiles) * width
 
-    def _outputs(self, data: bytes) -> list:
-        """A model's raw output bytes as arrays; a program's stdout stays bytes."""
+    def _outputs(self, data: bytes, everything: bool = False) -> list:
+        """A model's raw output bytes as arrays (with the traced layers if `everything`); a
+        program's stdout stays bytes."""
         if self.build.is_program:
             return [data]
-        return split_outputs(data, [t.shape for t in self.build.outputs])
+        specs = self.work_build.all_outputs if everything else self.build.outputs
+        return split_outputs(data, [t.shape for t in specs])
+
+    def _traced_build(self) -> Build:
+        """A sibling build of the same model that also returns every node's output."""
+        source = self.build.manifest.get("source") or ""
+        if source.startswith("<") or not Path(source).exists():
+            raise UsageError("layer tracing recompiles the model: the ONNX file this build came from is missing")
+        if self.build.manifest.get("sid"):
+            raise UsageError("layer tracing of hardened (SID) builds is not supported")
+        directory = self.build.directory / "traced"
+        if (directory / "manifest.json").exists():
+            traced = Build(directory)
+            if traced.manifest.get("model_hash") == self.identity["model"]:
+                return traced
+        options = CompileOptions(opt_level=self.build.manifest["opt_level"], trace=True,
+                                 shapes={t.name: t.shape for t in self.build.inputs})
+        traced = compile_onnx(source, directory, options)
+        manifest = dict(traced.manifest, model_hash=self.identity["model"])
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        return Build(directory)
+
+    def _layer_rows(self, trial_id: int, golden_all: list, faulty_all: list) -> list[tuple]:
+        """Per traced layer whose output differs from the golden run: how, where, by how much."""
+        rows = []
+        n = len(self.build.outputs)
+        for spec, g, f in zip(self.work_build.traced, golden_all[n:], faulty_all[n:]):
+            gb, fb = g.reshape(-1).view(np.uint32), f.reshape(-1).view(np.uint32)
+            diff = np.flatnonzero(gb != fb)
+            if not diff.size:
+                continue
+            gv, fv = g.reshape(-1)[diff].astype(np.float64), f.reshape(-1)[diff].astype(np.float64)
+            with np.errstate(all="ignore"):
+                absd = np.abs(fv - gv)
+                rel = absd / np.abs(gv)
+            single = int(diff.size == 1 and bin(int(gb[diff[0]] ^ fb[diff[0]])).count("1") == 1)
+            shown = diff[:16]
+            rows.append((trial_id, spec["node"], self.node_index.get(spec["node"], -1), int(diff.size), int(gb.size),
+                         json.dumps(shown.tolist()), json.dumps([repr(float(v)) for v in g.reshape(-1)[shown]]),
+                         json.dumps([repr(float(v)) for v in f.reshape(-1)[shown]]),
+                         _finite_max(absd), _finite_max(rel[np.isfinite(rel)]), single))
+        return rows
 
     # -- running --------------------------------------------------------------------------------------
     def _row(self, result: RawResult) -> dict:
@@ -218,8 +278,12 @@ class Campaign:
         faulty = None
         deviation = None
         golden = self.golden[trial.input]
+        self.pending_layer_rows = []
         if result.status == "ok":
-            faulty = self._outputs(result.output)
+            faulty = self._outputs(result.output, everything=True)
+            if self.work_build is not self.build:
+                self.pending_layer_rows = self._layer_rows(trial.id, self.golden_all[trial.input], faulty)
+                faulty = faulty[:len(self.build.outputs)]
             if activated:
                 deviation = self.judge.deviation(golden, faulty)
         outcome = classify(result.status, activated, self.judge, golden, faulty)
@@ -234,7 +298,9 @@ class Campaign:
             "value_after": f"{first.after:x}" if first else None,
             "faults": json.dumps([dataclasses.astuple(f) for f in faults]) if len(faults) > 1 else None,
             "deviation": None if deviation is None or math.isinf(deviation) else deviation,
-            "output": result.output if result.status == "ok" else None,
+            "output": (result.output[:4 * sum(int(np.prod(t.shape)) for t in self.build.outputs)]
+                       if result.status == "ok" and not self.build.is_program else
+                       result.output if result.status == "ok" else None),
         }
 
     def run(self, n: int | None = None, *, margin: float | None = None, exhaustive: bool = False,
@@ -268,7 +334,7 @@ class Campaign:
         else:
             executor = LocalExecutor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
                                      self.jobs, timeout_us, self.program)
-            results = executor.run(t for t in trials_iter if t.id not in done)
+            results = executor.run(self._expand(t for t in trials_iter if t.id not in done))
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
         last_commit = time.monotonic()
@@ -278,23 +344,61 @@ class Campaign:
             task = bar.add_task(self._tally_text(tally), total=total, completed=total - remaining)
             started = time.perf_counter()
             self.last_trials = 0
+            layer_rows: list[tuple] = []
+            inst_rows: list[tuple] = []
+            pairs: dict[int, dict] = {}
             if remaining > 0:
                 for result in results:
+                    if self.config.max_trace:
+                        result, golden_run = self._pair(result, pairs)
+                        if result is None:
+                            continue
+                        inst_rows += [(result.trial.id, i, site, f"{bits:x}",
+                                       f"{golden_run.trace[i][1]:x}" if i < len(golden_run.trace) else None)
+                                      for i, (site, bits) in enumerate(result.trace)]
                     row = self._row(result)
+                    layer_rows += self.pending_layer_rows
                     batch.append(row)
                     self.last_trials += 1
                     tally[row["outcome"]] += 1
                     bar.update(task, advance=1, description=self._tally_text(tally))
                     if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
+                        db.add_traces(layer_rows, inst_rows)
                         db.add_trials(batch)
                         batch.clear()
+                        layer_rows.clear()
+                        inst_rows.clear()
                         last_commit = time.monotonic()
                         if margin is not None and self._tight_enough(tally, margin):
                             break
             if batch:
+                db.add_traces(layer_rows, inst_rows)
                 db.add_trials(batch)
             self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)
+
+    def _expand(self, trials: Iterator[Trial]) -> Iterator[Trial]:
+        """With maxTrace, each trial is followed by its shadow: the same instance reached without a
+        fault, recording the golden window of the same length."""
+        for trial in trials:
+            if not self.config.max_trace:
+                yield trial
+                continue
+            yield dataclasses.replace(trial, trace_len=self.config.max_trace)
+            yield Trial(trial.id + SHADOW, trial.input, trial.target, dataclasses.replace(trial.fault, type="none"),
+                        trial.bit, trial.seed, self.config.max_trace)
+
+    @staticmethod
+    def _pair(result: RawResult, pairs: dict) -> tuple[RawResult | None, RawResult | None]:
+        """Match a trial with its shadow, whichever arrives first."""
+        trial_id = result.trial.id
+        key = trial_id - SHADOW if trial_id >= SHADOW else trial_id
+        slot = pairs.setdefault(key, {})
+        slot["golden" if trial_id >= SHADOW else "faulty"] = result
+        if len(slot) < 2:
+            return None, None
+        del pairs[key]
+        return slot["faulty"], slot["golden"]
 
     def _stratified_results(self, total: int, done: set[int], timeout_us: int) -> Iterator[RawResult]:
         """Per-layer stratified draws: trial i goes to layer i mod L, uniform within that layer.
@@ -324,9 +428,10 @@ class Campaign:
             counts = [sum(c[i] for i in id_map) for c in per_site]
             list_path = write_inputs_list(self.input_sets, layer_build.directory / "inputs.txt")
             executor = LocalExecutor(layer_build.executable, list_path, self.jobs, timeout_us, self.program)
-            for result in executor.run(uniform_trial(self.config, counts, i) for i in ids):
+            for result in executor.run(self._expand(uniform_trial(self.config, counts, i) for i in ids)):
                 faults = tuple(dataclasses.replace(f, site=id_map[f.site]) for f in result.faults)
-                yield dataclasses.replace(result, faults=faults)
+                trace = tuple((id_map[s], bits) for s, bits in result.trace)
+                yield dataclasses.replace(result, faults=faults, trace=trace)
 
     @staticmethod
     def _tally_text(tally: Counter) -> str:

@@ -62,6 +62,11 @@ class CampaignConfig:
     seed: int = 0
     timeout: float | None = None   # seconds per trial; None: 20x the golden time, at least 1 s
     draw: str = "uniform"
+    # Propagation tracing (LLTFI tracingPropagation): per-layer corruption of every trial (a traced
+    # build returns every node's output), and the next `max_trace` instrumented instances after the
+    # fault, in the faulty and in the golden run.
+    trace_layers: bool = False
+    max_trace: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -131,7 +136,7 @@ def _opcodes(reader: _Reader, node: yaml.Node, key: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _lltfi_compile_option(reader: _Reader, node: yaml.Node, sel: dict, notes: list[str]) -> None:
+def _lltfi_compile_option(reader: _Reader, node: yaml.Node, sel: dict, notes: list[str], campaign: dict) -> None:
     keys = reader.mapping(node, "compileOption", ("instSelMethod", "regSelMethod", "regloc", "includeInjectionTrace",
                                                   "tracingPropagation", "tracingPropagationOption"))
     if "instSelMethod" in keys:
@@ -163,12 +168,16 @@ def _lltfi_compile_option(reader: _Reader, node: yaml.Node, sel: dict, notes: li
         sel["register"] = REGLOC[reader.choice(keys["regloc"], "regloc", tuple(REGLOC))]
     if "includeInjectionTrace" in keys:
         notes.append("includeInjectionTrace is accepted for LLTFI compatibility; it has no effect here")
-    if "tracingPropagation" in keys and reader.scalar(keys["tracingPropagation"], "tracingPropagation", bool):
-        raise reader.fail(keys["tracingPropagation"], "tracingPropagation: True is not supported yet "
-                                                      "(propagation tracing is a planned feature)")
+    tracing = "tracingPropagation" in keys and reader.scalar(keys["tracingPropagation"], "tracingPropagation", bool)
+    max_trace = 250
     if "tracingPropagationOption" in keys:
-        reader.mapping(keys["tracingPropagationOption"], "tracingPropagationOption",
-                       ("maxTrace", "debugTrace", "mlTrace", "generateCDFG"))
+        options = reader.mapping(keys["tracingPropagationOption"], "tracingPropagationOption",
+                                 ("maxTrace", "debugTrace", "mlTrace", "generateCDFG"))
+        if "maxTrace" in options:
+            max_trace = reader.scalar(options["maxTrace"], "maxTrace", int, lambda v: 0 < v <= 4096, "1..4096")
+    if tracing:
+        campaign["trace_layers"] = True
+        campaign["max_trace"] = max_trace
 
 
 def _custom_selector(reader: _Reader, body: yaml.Node, sel: dict) -> None:
@@ -247,9 +256,9 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
     sel: dict = {}
     notes: list[str] = []
     faults: list[FaultConfig] = []
-    campaign: dict = {}
+    campaign: dict = {}  # filled before compileOption is read (tracing settings live there)
     if "compileOption" in top:
-        _lltfi_compile_option(reader, top["compileOption"], sel, notes)
+        _lltfi_compile_option(reader, top["compileOption"], sel, notes, campaign)
     if "runOption" in top:
         runs = top["runOption"]
         if not isinstance(runs, yaml.SequenceNode):
@@ -295,7 +304,13 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
             raise reader.fail(top["fault"], "give the fault model either in runOption (LLTFI) or in fault, not both")
         faults.append(_fault(reader, top["fault"], lltfi=False))
     if "campaign" in top:
-        keys = reader.mapping(top["campaign"], "campaign", ("runs", "seed", "timeout", "draw"))
+        keys = reader.mapping(top["campaign"], "campaign", ("runs", "seed", "timeout", "draw", "trace_layers",
+                                                            "max_trace"))
+        if "trace_layers" in keys:
+            campaign["trace_layers"] = reader.scalar(keys["trace_layers"], "trace_layers", bool)
+        if "max_trace" in keys:
+            campaign["max_trace"] = reader.scalar(keys["max_trace"], "max_trace", int, lambda v: 0 <= v <= 4096,
+                                                  "0..4096")
         if "runs" in keys:
             campaign["runs"] = reader.scalar(keys["runs"], "runs", int, lambda v: v > 0, "must be positive")
         if "seed" in keys:

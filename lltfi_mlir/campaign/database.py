@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS trials (
     status TEXT NOT NULL, code INTEGER, outcome TEXT NOT NULL, activated INTEGER NOT NULL,
     site INTEGER, dyn_index INTEGER, mask TEXT, value_before TEXT, value_after TEXT,
     faults TEXT, deviation REAL, output BLOB);
+CREATE TABLE IF NOT EXISTS layer_trace (
+    trial INTEGER NOT NULL, node TEXT NOT NULL, node_index INTEGER NOT NULL, corrupted INTEGER NOT NULL,
+    size INTEGER NOT NULL, indices TEXT, golden TEXT, faulty TEXT, max_abs REAL, max_rel REAL,
+    single_bit INTEGER, PRIMARY KEY (trial, node));
+CREATE TABLE IF NOT EXISTS inst_trace (
+    trial INTEGER NOT NULL, position INTEGER NOT NULL, site INTEGER NOT NULL, faulty TEXT NOT NULL,
+    golden TEXT, PRIMARY KEY (trial, position));
 """
 TRIAL_COLUMNS = ("id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
                  "status", "code", "outcome", "activated", "site", "dyn_index", "mask", "value_before",
@@ -79,6 +86,12 @@ class CampaignDatabase:
             f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}) VALUES ({', '.join('?' * len(TRIAL_COLUMNS))})",
             [tuple(r.get(c) for c in TRIAL_COLUMNS) for r in rows])
         self.conn.commit()
+
+    def add_traces(self, layer_rows: list[tuple], inst_rows: list[tuple]) -> None:
+        """Written in the same transaction as the trials (call before add_trials commits)."""
+        self.conn.executemany("INSERT OR REPLACE INTO layer_trace VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              layer_rows)
+        self.conn.executemany("INSERT OR REPLACE INTO inst_trace VALUES (?, ?, ?, ?, ?)", inst_rows)
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()

@@ -48,6 +48,7 @@ class RawResult:
     code: int                    # signal number or exit status
     faults: tuple[FaultRecord, ...]
     output: bytes                # raw little-endian float32 bytes of all outputs, concatenated
+    trace: tuple[tuple[int, int], ...] = ()  # (site, value bits) of the instances after the fault
 
 
 def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
@@ -59,9 +60,12 @@ def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
         site, index, mask, before, after = parts[at:at + 5]
         faults.append(FaultRecord(int(site), int(index), int(mask, 16), int(before, 16), int(after, 16)))
         at += 5
+    n_trace = int(parts[at])
+    trace = tuple((int(parts[at + 1 + 2 * i]), int(parts[at + 2 + 2 * i], 16)) for i in range(n_trace))
+    at += 1 + 2 * n_trace
     n_values = int(parts[at])
     data = bytes.fromhex(parts[at + 1]) if n_values else b""
-    return RawResult(trials.pop(trial_id), status, code, tuple(faults), data)
+    return RawResult(trials.pop(trial_id), status, code, tuple(faults), data, trace)
 
 
 class LocalExecutor:

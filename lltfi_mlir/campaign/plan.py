@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import CampaignConfig, FaultConfig
 
-FAULT_CODES = {"bitflip": 0, "stuck_at_0": 1, "stuck_at_1": 2}
+FAULT_CODES = {"bitflip": 0, "stuck_at_0": 1, "stuck_at_1": 2, "none": 3}
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,14 @@ class Trial:
     bit: int | None      # fixed bit, or None: drawn by the runtime from `seed`
     seed: int
 
+    trace_len: int = 0   # maxTrace: instances recorded after the fault
+
     def line(self, timeout_us: int, mask: int = 0) -> str:
         """The fork-server's trial line (see runtime/campaign_server.c)."""
         f = self.fault
         bit = -1 if self.bit is None else self.bit
         return (f"{self.id} {self.input} {self.target} {FAULT_CODES[f.type]} {f.num_bits} {bit} {mask:x} "
-                f"{f.max_multiple} {f.window_len} {self.seed} {timeout_us}\n")
+                f"{f.max_multiple} {f.window_len} {self.seed} {timeout_us} {self.trace_len}\n")
 
 
 def _fault_of(config: CampaignConfig, index: int) -> FaultConfig:

@@ -43,6 +43,9 @@ class ImportConfig:
 
     # Name of the entry function; the C controller calls `_mlir_ciface_<entry>`.
     entry: str = "main_graph"
+    # Layer tracing: also return every node's float output, after the model's own outputs. The
+    # arithmetic is unchanged (returned values are only kept alive, or copied when they alias).
+    trace: bool = False
 
 
 def supported_op_types() -> list[str]:
@@ -147,7 +150,16 @@ class Importer:
     def _build(self, module: ir.Module) -> ir.Module:
         loaded = self.loaded
         in_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.inputs]
-        out_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.outputs]
+        self.traced = []
+        if self.config.trace:
+            seen = set(loaded.outputs)
+            for node in loaded.model.graph.node:
+                for name in node.output:
+                    if (name and name not in seen and name in loaded.shapes and name not in loaded.constants
+                            and loaded.dtypes.get(name) in FLOAT_TYPES):
+                        self.traced.append((node.name, name))
+                        seen.add(name)
+        out_types = [b.tensor_type(loaded.shapes[n]) for n in list(loaded.outputs) + [t for _, t in self.traced]]
         with ir.InsertionPoint(module.body), ir.Location.name("graph"):
             fn = func.FuncOp(self.config.entry, ir.FunctionType.get(in_types, out_types))
             fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
@@ -159,7 +171,7 @@ class Importer:
                     self._import_node(node)
                 self.node = None
                 results = []
-                for name in loaded.outputs:
+                for name in list(loaded.outputs) + [t for _, t in self.traced]:
                     with ir.Location.name(name):
                         val = self.value(name)
                         if val in results or name in loaded.inputs or name in loaded.constants:
