@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
     p.add_argument("--stdin", help="C/C++ programs: file fed to the program's stdin in every run")
+    p.add_argument("--trace", choices=["layers", "instructions", "all"],
+                   help="propagation tracing: per-layer corruption of every trial (a traced build returns "
+                   "every node's output; same arithmetic), and/or the next --max-trace instrumented "
+                   "instructions after the fault in the faulty and the golden run")
+    p.add_argument("--max-trace", type=int, help="instructions recorded per trial with --trace (default 250)")
     p.epilog = "C/C++ programs: arguments after '--' are passed to the program in every run."
 
     p = sub.add_parser("harden", help="compile with selective instruction duplication (AID, ACD, OD)",
@@ -106,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="hardened", help="output directory (default: hardened)")
     p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc optimisation level")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="as for compile")
+
+    p = sub.add_parser("trace", help="draw how one trial's fault travelled (Graphviz DOT, and SVG)",
+                       description="Write the operator data-flow graph with the corrupted path highlighted "
+                       "(each corrupted layer annotated with an index, golden -> faulty value and the number "
+                       "of corrupted elements) and the instruction-level propagation graph of one trial of a "
+                       "campaign run with --trace. SVG too when Graphviz's dot is installed.")
+    p.add_argument("db", help="campaign database")
+    p.add_argument("--trial", type=int, required=True, help="trial id")
+    p.add_argument("-o", "--output", default="trace-graphs", help="output directory (default: trace-graphs)")
 
     p = sub.add_parser("replay", help="re-run one trial of a campaign and check its recorded outcome",
                        description="Re-run one recorded trial alone (same input, dynamic index, fault model "
@@ -230,6 +244,12 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.report import print_summary
 
     config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout, draw=args.draw)
+    if args.trace in ("layers", "all"):
+        config = with_overrides(config, trace_layers=True)
+    if args.trace in ("instructions", "all") or args.max_trace:
+        if args.max_trace is not None and not 0 < args.max_trace <= 4096:
+            raise UsageError(f"--max-trace {args.max_trace}: must be 1..4096")
+        config = with_overrides(config, max_trace=args.max_trace or config.max_trace or 250)
     for note in config.notes:
         console.print(f"note: {note}")
     if args.runs is not None and args.runs < 1:
@@ -286,6 +306,14 @@ def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_trace(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .campaign.propagation import write_graphs
+
+    for path in write_graphs(args.db, args.trial, args.output):
+        console.print(f"wrote {path}")
+    return ExitCode.OK
+
+
 def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
     import numpy as np
 
@@ -310,7 +338,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
 
 
 COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
-            "results": _cmd_results, "replay": _cmd_replay}
+            "results": _cmd_results, "replay": _cmd_replay, "trace": _cmd_trace}
 
 
 def main(argv: list[str] | None = None) -> int:

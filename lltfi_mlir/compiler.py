@@ -61,6 +61,7 @@ def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
             "op_type": node.op_type,
             "index": index,
             "type_index": per_type[node.op_type],
+            "inputs": [i for i in node.input if i],
             "outputs": [{"name": o, "shape": list(loaded.shapes.get(o, ()))} for o in node.output if o],
         })
         per_type[node.op_type] += 1

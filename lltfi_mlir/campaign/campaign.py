@@ -186,6 +186,9 @@ class Campaign:
         db.set_sites((s.id, s.function, s.opcode, s.type, s.register, s.node, s.op_type, s.layer, int(counts[s.id]))
                      for s in self.instrumented.sites)
         db.set_meta("model", self.build.manifest.get("source"))
+        db.set_meta("graph", [{"name": n["name"], "op_type": n["op_type"], "inputs": n.get("inputs", []),
+                               "outputs": [o["name"] for o in n["outputs"]]}
+                              for n in self.build.manifest.get("nodes", [])])
         # What `lltfi-mlir replay` needs to re-run any trial of this database on its own.
         db.set_meta("replay", {
             "executable": str(self.instrumented.executable.resolve()),
@@ -197,6 +200,7 @@ class Campaign:
             "golden": [p.golden.hex() for p in self.profiles],
         })
         db.set_meta("seed", self.config.seed)
+        db.set_meta("trace_layers", self.work_build is not self.build)
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":
             db.set_meta("thresholds", list(self.config.sdc.thresholds))
@@ -258,8 +262,8 @@ class Campaign:
             diff = np.flatnonzero(gb != fb)
             if not diff.size:
                 continue
-            gv, fv = g.reshape(-1)[diff].astype(np.float64), f.reshape(-1)[diff].astype(np.float64)
             with np.errstate(all="ignore"):
+                gv, fv = g.reshape(-1)[diff].astype(np.float64), f.reshape(-1)[diff].astype(np.float64)
                 absd = np.abs(fv - gv)
                 rel = absd / np.abs(gv)
             single = int(diff.size == 1 and bin(int(gb[diff[0]] ^ fb[diff[0]])).count("1") == 1)

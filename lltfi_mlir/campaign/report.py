@@ -64,6 +64,11 @@ def summarize(db: CampaignDatabase) -> dict:
         value = db.get_meta(key)
         if value is not None:
             result[key] = value
+    from .propagation import table_two
+
+    propagation = table_two(db)
+    if propagation is not None:
+        result["propagation"] = propagation
     thresholds = db.get_meta("thresholds")
     if thresholds:
         activated = [d for (d,) in db.query("SELECT deviation FROM trials WHERE outcome IN ('sdc', 'benign')")]
@@ -105,6 +110,20 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
         table.add_column("SDC", justify="right")
         for t, entry in summary["sdc_by_threshold"].items():
             table.add_row(f"> {t}", _pct(entry))
+        console.print(table)
+    if "propagation" in summary:
+        p = summary["propagation"]
+        table = Table(title=f"Fault propagation (paper Table II), {p['trials']} completed activated trials",
+                      title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right")
+        table.add_row("injected layer's output changed", _pct(p["injected_layer_changed"]))
+        table.add_row("exactly one element of it corrupted", _pct(p["one_element_corrupted"]))
+        table.add_row("...that element differs by a single bit", _pct(p["single_bit_difference"]))
+        for outcome, t in p["travel"].items():
+            mean = t["mean_layers_travelled"]
+            table.add_row(f"{outcome}: mean layers travelled", "-" if mean is None else f"{mean:.2f}")
+            table.add_row(f"{outcome}: reached the last layer", _pct(t["reached_last_layer"]))
         console.print(table)
     if details:
         if set(summary["by_layer"]) != {"(no operator)"}:

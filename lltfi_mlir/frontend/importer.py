@@ -152,7 +152,7 @@ class Importer:
         in_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.inputs]
         self.traced = []
         if self.config.trace:
-            seen = set(loaded.outputs)
+            seen: set[str] = set()  # graph outputs are traced too (as copies): the last layer counts
             for node in loaded.model.graph.node:
                 for name in node.output:
                     if (name and name not in seen and name in loaded.shapes and name not in loaded.constants

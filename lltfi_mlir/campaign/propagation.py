@@ -1,0 +1,163 @@
+"""How faults travel: the paper's Table II from layer traces, and Graphviz graphs of one trial.
+
+Table II (per model, over activated trials that ran to completion): how often the injected layer's
+output changes; how often exactly one element of it does; how often that element differs from the
+golden value by one bit; and how far the corruption travels (last layer still corrupted), split by
+outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+from ..errors import UsageError
+from .database import CampaignDatabase
+from .stats import wilson
+
+
+def _rate(k: int, n: int) -> dict:
+    rate, low, high = wilson(k, n)
+    return {"count": k, "of": n, "rate": rate, "ci_low": low, "ci_high": high}
+
+
+def table_two(db: CampaignDatabase) -> dict | None:
+    rows = db.query("SELECT trial, node, node_index, corrupted, single_bit FROM layer_trace")
+    graph = db.get_meta("graph") or []
+    if not graph or not db.get_meta("trace_layers"):
+        return None
+    index = {n["name"]: i for i, n in enumerate(graph)}
+    last_node = len(graph) - 1
+    per_trial: dict[int, dict[str, tuple]] = defaultdict(dict)
+    for trial, node, node_index, corrupted, single in rows:
+        per_trial[trial][node] = (node_index, corrupted, single)
+    trials = db.query("SELECT t.id, t.outcome, s.node FROM trials t JOIN sites s ON s.id = t.site "
+                      "WHERE t.outcome IN ('sdc', 'benign')")
+    changed = one = single = 0
+    travel: dict[str, list[int]] = {"sdc": [], "benign": []}
+    reach: dict[str, int] = {"sdc": 0, "benign": 0}
+    for trial, outcome, node in trials:
+        layers = per_trial.get(trial, {})
+        hit = layers.get(node)
+        if hit:
+            changed += 1
+            if hit[1] == 1:
+                one += 1
+                single += hit[2]
+        last = max((v[0] for v in layers.values()), default=-1)
+        start = index.get(node, 0)
+        travel[outcome].append(max(0, last - start) if last >= 0 else 0)
+        reach[outcome] += int(last == last_node)
+    n = len(trials)
+    result = {
+        "trials": n,
+        "injected_layer_changed": _rate(changed, n),
+        "one_element_corrupted": _rate(one, n),
+        "single_bit_difference": _rate(single, one),
+        "travel": {},
+    }
+    for outcome, depths in travel.items():
+        result["travel"][outcome] = {
+            "trials": len(depths),
+            "mean_layers_travelled": (sum(depths) / len(depths)) if depths else None,
+            "reached_last_layer": _rate(reach[outcome], len(depths)),
+        }
+    return result
+
+
+def _escape(text: str) -> str:
+    """Quotes only: labels use DOT's own `\\n` line breaks."""
+    return text.replace('"', '\\"')
+
+
+def operator_graph(db: CampaignDatabase, trial: int) -> str:
+    """DOT of the ONNX graph with the corrupted path highlighted and annotated (paper Fig. 3)."""
+    graph = db.get_meta("graph") or []
+    site_row = db.query("SELECT s.node, s.opcode, t.mask, t.value_before, t.value_after, t.outcome FROM trials t "
+                        "JOIN sites s ON s.id = t.site WHERE t.id = ?", (trial,))
+    if not site_row:
+        raise UsageError(f"trial {trial} not found or never activated")
+    injected, opcode, mask, before, after, outcome = site_row[0]
+    corrupted = {node: (count, size, json.loads(idx), json.loads(g), json.loads(f))
+                 for node, count, size, idx, g, f in db.query(
+                     "SELECT node, corrupted, size, indices, golden, faulty FROM layer_trace WHERE trial = ?", (trial,))}
+    producer = {o: n["name"] for n in graph for o in n["outputs"]}
+    lines = [f'digraph "trial {trial}" {{', '  rankdir=TB; node [shape=box, style="rounded,filled", '
+             'fillcolor=white, fontname="Helvetica"];',
+             f'  label="trial {trial}: {outcome}"; labelloc=t;']
+    for n in graph:
+        label = f"{n['name']}\\n{n['op_type']}"
+        attrs = []
+        if n["name"] in corrupted:
+            count, size, idx, g, f = corrupted[n["name"]]
+            label += f"\\n{count}/{size} corrupted"
+            if idx:
+                label += f"\\n[{idx[0]}] {float(g[0]):.4g} -> {float(f[0]):.4g}"
+            attrs.append("fillcolor=\"#f4a3a3\"")
+        if n["name"] == injected:
+            label += f"\\nfault: {opcode} mask {mask}"
+            attrs.append("penwidth=3, color=\"#b00000\"")
+        lines.append(f'  "{_escape(n["name"])}" [label="{_escape(label)}"{", " if attrs else ""}{", ".join(attrs)}];')
+    for n in graph:
+        for tensor in n["inputs"]:
+            if tensor in producer:
+                hot = producer[tensor] in corrupted and n["name"] in corrupted
+                style = ' [color="#b00000", penwidth=2]' if hot else ""
+                lines.append(f'  "{_escape(producer[tensor])}" -> "{_escape(n["name"])}"{style};')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def instruction_graph(db: CampaignDatabase, trial: int) -> str:
+    """DOT of the instrumented instructions after the fault, in execution order; the ones whose value
+    differs from the golden run's are highlighted (the chain the fault reached)."""
+    sites = {sid: (opcode, node) for sid, opcode, node in db.query("SELECT id, opcode, node FROM sites")}
+    head = db.query("SELECT site, value_before, value_after FROM trials WHERE id = ?", (trial,))
+    rows = db.query("SELECT position, site, faulty, golden FROM inst_trace WHERE trial = ? ORDER BY position",
+                    (trial,))
+    if not head or head[0][0] is None:
+        raise UsageError(f"trial {trial} not found or never activated")
+    if not rows:
+        raise UsageError(f"trial {trial} has no instruction trace (run the campaign with maxTrace / --max-trace)")
+    site, before, after = head[0]
+    opcode, node = sites[site]
+    lines = [f'digraph "trial {trial} instructions" {{', '  rankdir=TB; node [shape=box, fontname="Courier"];',
+             f'  fault [label="{_escape(f"fault: site {site} {opcode} ({node})")}\\n{before} -> {after}", '
+             'style=filled, fillcolor="#f4a3a3"];']
+    previous = "fault"
+    for position, sid, faulty, golden in rows:
+        op, where = sites.get(sid, ("?", None))
+        differs = golden is not None and faulty != golden
+        label = f"#{position} site {sid} {op} ({where})\\n" + (f"{golden} -> {faulty}" if differs else faulty)
+        style = ', style=filled, fillcolor="#f4a3a3"' if differs else ""
+        lines.append(f'  i{position} [label="{_escape(label)}"{style}];')
+        lines.append(f"  {previous} -> i{position};")
+        previous = f"i{position}"
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_graphs(db_path: str | Path, trial: int, out_dir: str | Path) -> list[Path]:
+    """Write DOT files (and SVG when Graphviz's `dot` is installed); returns the files written."""
+    db = CampaignDatabase(db_path, create=False)
+    try:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        graphs = {"operators": operator_graph(db, trial)}
+        if db.query("SELECT 1 FROM inst_trace WHERE trial = ? LIMIT 1", (trial,)):
+            graphs["instructions"] = instruction_graph(db, trial)
+        for name, text in graphs.items():
+            dot_path = out / f"trial{trial}_{name}.dot"
+            dot_path.write_text(text)
+            written.append(dot_path)
+            if shutil.which("dot"):
+                svg = dot_path.with_suffix(".svg")
+                subprocess.run(["dot", "-Tsvg", str(dot_path), "-o", str(svg)], check=True, capture_output=True)
+                written.append(svg)
+        return written
+    finally:
+        db.close()
