@@ -81,9 +81,9 @@ def operator_graph(db: CampaignDatabase, trial: int) -> str:
     if not site_row:
         raise UsageError(f"trial {trial} not found or never activated")
     injected, opcode, mask, before, after, outcome = site_row[0]
+    query = "SELECT node, corrupted, size, indices, golden, faulty FROM layer_trace WHERE trial = ?"
     corrupted = {node: (count, size, json.loads(idx), json.loads(g), json.loads(f))
-                 for node, count, size, idx, g, f in db.query(
-                     "SELECT node, corrupted, size, indices, golden, faulty FROM layer_trace WHERE trial = ?", (trial,))}
+                 for node, count, size, idx, g, f in db.query(query, (trial,))}
     producer = {o: n["name"] for n in graph for o in n["outputs"]}
     lines = [f'digraph "trial {trial}" {{', '  rankdir=TB; node [shape=box, style="rounded,filled", '
              'fillcolor=white, fontname="Helvetica"];',
