@@ -166,6 +166,8 @@ class InstrumentSitesPass:
                     opcode = opcode_of(op.name)
                     if opcode is None or opcode not in selector.opcodes or opcode in selector.exclude_opcodes:
                         continue
+                    if selector.callees and not self._calls_one_of(op, selector.callees):
+                        continue
                     node = node_name_of(op.location)
                     info = self.node_info.get(node) if node else None
                     if not selector.accepts_node(node, info):
@@ -180,6 +182,12 @@ class InstrumentSitesPass:
                                          source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None)
                         per_block.setdefault(block, []).append((op, site))
         return per_block
+
+    @staticmethod
+    def _calls_one_of(op: ir.Operation, callees: frozenset[str]) -> bool:
+        if op.name != "llvm.call" or "callee" not in op.attributes:
+            return False
+        return ir.FlatSymbolRefAttr(op.attributes["callee"]).value in callees
 
     # -- rewriting --------------------------------------------------------------------------------
     def apply(self, module: ir.Module) -> InstrumentResult:

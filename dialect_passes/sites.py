@@ -103,6 +103,8 @@ class SiteSelector:
     functions: frozenset[str] = frozenset()
     exclude_functions: frozenset[str] = frozenset()
     register: str = "dst"
+    # Calls only to these functions (operator-level injection selects calls to lltfi_op_f32).
+    callees: frozenset[str] = frozenset()
     # C/C++ programs: source files (paths or base names) and an inclusive line range.
     sources: frozenset[str] = frozenset()
     lines: tuple[int, int] | None = None

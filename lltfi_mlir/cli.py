@@ -92,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
                    "every node's output; same arithmetic), and/or the next --max-trace instrumented "
                    "instructions after the fault in the faulty and the golden run")
     p.add_argument("--max-trace", type=int, help="instructions recorded per trial with --trace (default 250)")
+    p.add_argument("--level", choices=["instruction", "operator"],
+                   help="inject into instruction results (default) or into operator output elements "
+                   "(TensorFI / PyTorchFI style), with the same operator selection and outcomes")
+
+    p = sub.add_parser("compare", help="instruction-level vs operator-level SDC rates (the paper's RQ1)",
+                       description="Run an instruction-level and an operator-level campaign with the same "
+                       "selection, inputs, trial count and seed, and print both SDC rates with 95% intervals "
+                       "and their ratio.")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("-c", "--config", help="YAML configuration (as for inject)")
+    p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
+    p.add_argument("--runs", type=int, default=1000, help="trials per level (default 1000)")
+    p.add_argument("--seed", type=int, help="campaign seed")
+    p.add_argument("--jobs", "-j", type=int, help="parallel fork-servers (default: one per core)")
+    p.add_argument("-o", "--output", help="working directory (default: lltfi-out/<model>)")
     p.epilog = "C/C++ programs: arguments after '--' are passed to the program in every run."
 
     p = sub.add_parser("harden", help="compile with selective instruction duplication (AID, ACD, OD)",
@@ -243,7 +258,8 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.config import with_overrides
     from .campaign.report import print_summary
 
-    config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout, draw=args.draw)
+    config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout, draw=args.draw,
+                            level=args.level)
     if args.trace in ("layers", "all"):
         config = with_overrides(config, trace_layers=True)
     if args.trace in ("instructions", "all") or args.max_trace:
@@ -306,6 +322,34 @@ def _cmd_results(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_compare(args: argparse.Namespace, console: Console) -> ExitCode:
+    import dataclasses
+
+    from .campaign import Campaign, load_config
+    from .campaign.config import with_overrides
+
+    if args.runs < 1:
+        raise UsageError(f"--runs {args.runs}: must be at least 1")
+    base = with_overrides(load_config(args.config), seed=args.seed)
+    rates = {}
+    for level in ("instruction", "operator"):
+        config = dataclasses.replace(base, level=level)
+        campaign = Campaign.from_onnx(args.model, config, args.inputs, out_dir=args.output, jobs=args.jobs)
+        console.print(f"{level}-level campaign: {campaign.db_path}")
+        rates[level] = campaign.run(args.runs, progress=True)["outcomes"]["sdc"]
+    table = Table(title=f"SDC rate by injection level ({args.runs} trials each, 95% Wilson intervals)",
+                  title_justify="left")
+    for col in ("level", "SDC", "95% interval"):
+        table.add_column(col, justify="right")
+    for level, r in rates.items():
+        table.add_row(level, f"{100 * r['rate']:.2f}%", f"[{100 * r['ci_low']:.2f}, {100 * r['ci_high']:.2f}]")
+    console.print(table)
+    instr, oper = rates["instruction"]["rate"], rates["operator"]["rate"]
+    ratio = f"{oper / instr:.2f}x" if instr else "undefined (no instruction-level SDC)"
+    console.print(f"operator-level / instruction-level SDC rate: {ratio}")
+    return ExitCode.OK
+
+
 def _cmd_trace(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.propagation import write_graphs
 
@@ -338,7 +382,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
 
 
 COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
-            "results": _cmd_results, "replay": _cmd_replay, "trace": _cmd_trace}
+            "results": _cmd_results, "replay": _cmd_replay, "trace": _cmd_trace, "compare": _cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ class CompileOptions:
     entry: str = "main_graph"
     sid: SidOptions | None = None
     trace: bool = False  # a layer-tracing build: every node's output is returned too
+    op_hooks: bool = False  # an operator-level injection build (see ImportConfig.op_hooks)
 
 
 def _manifest_nodes(loaded: LoadedModel) -> list[dict]:
@@ -109,7 +110,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
 
     with ir.Context(), ir.Location.unknown():
         start = time.perf_counter()
-        module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace))
+        module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace,
+                                                               op_hooks=options.op_hooks))
         seconds["import"] = time.perf_counter() - start
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)

@@ -121,3 +121,36 @@ def test_instruction_trace_windows_match_numpy(tmp_path):
         assert len(window) == min(4, 15 - target)
         for position, _, golden in window:
             assert int(golden, 16) == bits[target + 1 + position]
+
+
+def test_operator_level_flips_one_output_element(tmp_path):
+    """On a single Gemm, an operator-level fault is one flipped bit in one element of the output."""
+    import onnx
+
+    onnx.save(gemm_model(), tmp_path / "gemm.onnx")
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", A)
+    golden = C.copy()  # the Gemm's own order: acc = c; acc += a[k] * w[k, n]
+    for n in range(2):
+        for k in range(4):
+            golden[n] = np.float32(golden[n] + np.float32(A[0, k] * W[k, n]))
+    Campaign.from_onnx(tmp_path / "gemm.onnx", CampaignConfig(level="operator", seed=2), out_dir=tmp_path / "out",
+                       db=tmp_path / "op.db").run(40, progress=False)
+    rows = sqlite3.connect(tmp_path / "op.db").execute(
+        "SELECT target, mask, value_before, value_after, output FROM trials").fetchall()
+    for target, mask, before, after, output in rows:
+        assert bin(int(mask, 16)).count("1") == 1
+        out = np.frombuffer(output, np.float32).copy()
+        assert int(before, 16) == int(golden.view(np.uint32)[target])
+        expected = golden.copy()
+        expected[target] = np.array([int(after, 16)], np.uint32).view(np.float32)[0]
+        assert np.array_equal(out.view(np.uint32), expected.view(np.uint32)) or np.isnan(expected[target])
+
+
+def test_compare_command_prints_both_levels(tmp_path, capsys):
+    from lltfi_mlir.cli import main
+
+    model = EXAMPLES / "cnn_fmnist" / "model.onnx"
+    assert main(["compare", str(model), "--runs", "120", "--seed", "1", "-o", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert "instruction" in out and "operator" in out and "operator-level / instruction-level" in out

@@ -28,6 +28,7 @@ from ..build import Build
 from ..compiler import CompileOptions, compile_onnx  # noqa: F401  (CompileOptions: traced builds)
 from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import UsageError
+from ..frontend.importer import OP_HOOK
 from ..instrument import InstrumentedBuild, instrument_build
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
@@ -164,10 +165,19 @@ class Campaign:
     # -- preparation ----------------------------------------------------------------------------------
     def prepare(self) -> CampaignDatabase:
         """Instrument, profile every input, and open (or resume) the database."""
-        self.work_build = self._traced_build() if self.config.trace_layers and not self.build.is_program \
-            else self.build
-        self.instrumented = instrument_build(self.work_build, self.config.selector)
-        if self.work_build is not self.build:
+        selector = self.config.selector
+        if self.config.level == "operator":
+            if self.build.is_program or self.config.trace_layers:
+                raise UsageError("operator-level injection needs an ONNX model and no layer tracing")
+            self.work_build = self._sibling_build("ophooks", op_hooks=True)
+            selector = dataclasses.replace(selector, opcodes=frozenset({"call"}), exclude_opcodes=frozenset(),
+                                           callees=frozenset({OP_HOOK}), register="dst")
+        elif self.config.trace_layers and not self.build.is_program:
+            self.work_build = self._sibling_build("traced", trace=True)
+        else:
+            self.work_build = self.build
+        self.instrumented = instrument_build(self.work_build, selector)
+        if self.config.trace_layers and self.work_build is not self.build:
             plain = instrument_build(self.build, self.config.selector)
             if [(s.opcode, s.node, s.register) for s in plain.sites] != \
                     [(s.opcode, s.node, s.register) for s in self.instrumented.sites]:
@@ -200,7 +210,8 @@ class Campaign:
             "golden": [p.golden.hex() for p in self.profiles],
         })
         db.set_meta("seed", self.config.seed)
-        db.set_meta("trace_layers", self.work_build is not self.build)
+        db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
+        db.set_meta("level", self.config.level)
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":
             db.set_meta("thresholds", list(self.config.sdc.thresholds))
@@ -234,21 +245,21 @@ class Campaign:
         specs = self.work_build.all_outputs if everything else self.build.outputs
         return split_outputs(data, [t.shape for t in specs])
 
-    def _traced_build(self) -> Build:
-        """A sibling build of the same model that also returns every node's output."""
+    def _sibling_build(self, name: str, **options) -> Build:
+        """The same model compiled again with tracing outputs or operator hooks (cached)."""
         source = self.build.manifest.get("source") or ""
         if source.startswith("<") or not Path(source).exists():
             raise UsageError("layer tracing recompiles the model: the ONNX file this build came from is missing")
         if self.build.manifest.get("sid"):
             raise UsageError("layer tracing of hardened (SID) builds is not supported")
-        directory = self.build.directory / "traced"
+        directory = self.build.directory / name
         if (directory / "manifest.json").exists():
             traced = Build(directory)
             if traced.manifest.get("model_hash") == self.identity["model"]:
                 return traced
-        options = CompileOptions(opt_level=self.build.manifest["opt_level"], trace=True,
-                                 shapes={t.name: t.shape for t in self.build.inputs})
-        traced = compile_onnx(source, directory, options)
+        compile_options = CompileOptions(opt_level=self.build.manifest["opt_level"],
+                                         shapes={t.name: t.shape for t in self.build.inputs}, **options)
+        traced = compile_onnx(source, directory, compile_options)
         manifest = dict(traced.manifest, model_hash=self.identity["model"])
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         return Build(directory)
@@ -285,7 +296,7 @@ class Campaign:
         self.pending_layer_rows = []
         if result.status == "ok":
             faulty = self._outputs(result.output, everything=True)
-            if self.work_build is not self.build:
+            if self.config.trace_layers and self.work_build is not self.build:
                 self.pending_layer_rows = self._layer_rows(trial.id, self.golden_all[trial.input], faulty)
                 faulty = faulty[:len(self.build.outputs)]
             if activated:

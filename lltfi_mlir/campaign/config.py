@@ -67,6 +67,9 @@ class CampaignConfig:
     # fault, in the faulty and in the golden run.
     trace_layers: bool = False
     max_trace: int = 0
+    # "operator": flip bits of operator output elements (TensorFI / PyTorchFI style) instead of
+    # instruction results; same selection by operator type / node / layer, same outcomes.
+    level: str = "instruction"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -305,7 +308,9 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
         faults.append(_fault(reader, top["fault"], lltfi=False))
     if "campaign" in top:
         keys = reader.mapping(top["campaign"], "campaign", ("runs", "seed", "timeout", "draw", "trace_layers",
-                                                            "max_trace"))
+                                                            "max_trace", "level"))
+        if "level" in keys:
+            campaign["level"] = reader.choice(keys["level"], "level", ("instruction", "operator"))
         if "trace_layers" in keys:
             campaign["trace_layers"] = reader.scalar(keys["trace_layers"], "trace_layers", bool)
         if "max_trace" in keys:

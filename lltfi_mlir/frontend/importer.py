@@ -24,6 +24,7 @@ HANDLERS: dict[str, Handler] = {}
 
 # ONNX element types accepted on the computation path; everything else is refused up front.
 FLOAT_TYPES = {onnx.TensorProto.FLOAT}
+OP_HOOK = "lltfi_op_f32"  # identity defined in runtime/fi_runtime.c
 
 
 def handler(*op_types: str) -> Callable[[Handler], Handler]:
@@ -46,6 +47,9 @@ class ImportConfig:
     # Layer tracing: also return every node's float output, after the model's own outputs. The
     # arithmetic is unchanged (returned values are only kept alive, or copied when they alias).
     trace: bool = False
+    # Operator-level injection (TensorFI/PyTorchFI style): every element of every node's float output
+    # passes through an opaque identity call, `lltfi_op_f32`, whose results are the fault sites.
+    op_hooks: bool = False
 
 
 def supported_op_types() -> list[str]:
@@ -161,6 +165,9 @@ class Importer:
                         seen.add(name)
         out_types = [b.tensor_type(loaded.shapes[n]) for n in list(loaded.outputs) + [t for _, t in self.traced]]
         with ir.InsertionPoint(module.body), ir.Location.name("graph"):
+            if self.config.op_hooks:
+                hook = func.FuncOp(OP_HOOK, ir.FunctionType.get([b.f32()], [b.f32()]))
+                hook.sym_visibility = ir.StringAttr.get("private")
             fn = func.FuncOp(self.config.entry, ir.FunctionType.get(in_types, out_types))
             fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
             block = fn.add_entry_block()
@@ -188,6 +195,9 @@ class Importer:
         for name, val in zip(node.output, outputs):
             if not name or val is None:
                 continue
+            if self.config.op_hooks and ir.RankedTensorType(val.type).element_type == b.f32():
+                with ir.Location.name(node.name):
+                    val = b.elementwise([val], lambda x: func.CallOp([b.f32()], OP_HOOK, [x]).result)
             expected = self.loaded.shapes.get(name)
             got = b.shape_of(val)
             if expected is not None and tuple(expected) != got:
