@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
     p.add_argument("--stdin", help="C/C++ programs: file fed to the program's stdin in every run")
+    p.add_argument("--output-file", action="append", default=[], metavar="NAME",
+                   help="C/C++ programs: a file the program writes in its working directory, compared "
+                   "like its stdout; repeatable")
     p.add_argument("--trace", choices=["layers", "instructions", "all"],
                    help="propagation tracing: per-layer corruption of every trial (a traced build returns "
                    "every node's output; same arithmetic), and/or the next --max-trace instrumented "
@@ -277,12 +280,15 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     target = Path(args.target)
     kwargs = {"db": args.db, "jobs": args.jobs}
     program_args = args.program_args
-    if program_args or args.stdin:
+    if program_args or args.stdin or args.output_file:
         from .campaign.executor import ProgramRun
 
         if args.stdin and not Path(args.stdin).is_file():
             raise UsageError(f"--stdin {args.stdin}: no such file")
-        kwargs["program"] = ProgramRun(tuple(program_args), str(Path(args.stdin).resolve()) if args.stdin else None)
+        if any("/" in f for f in args.output_file):
+            raise UsageError("--output-file takes a name in the working directory, not a path")
+        kwargs["program"] = ProgramRun(tuple(program_args), str(Path(args.stdin).resolve()) if args.stdin else None,
+                                       tuple(args.output_file))
     if target.is_dir():
         campaign = Campaign.from_build(target, config, args.inputs, **kwargs)
     else:

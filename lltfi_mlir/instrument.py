@@ -18,7 +18,7 @@ from .build import Build
 from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .llvm_backend.codegen import build_native
+from .llvm_backend.codegen import build_native, runtime_digest
 from .llvm_backend.glue import generate_glue, generate_program_glue
 
 STEM = "model"
@@ -42,6 +42,7 @@ def _selector_key(selector: SiteSelector, opt_level: int, module_text: bytes) ->
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
     payload["opt_level"] = opt_level
     payload["module"] = hashlib.sha256(module_text).hexdigest()  # a rebuilt model invalidates the cache
+    payload["runtime"] = runtime_digest()  # so does a changed C runtime
     payload["version"] = 3
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 

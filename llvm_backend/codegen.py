@@ -21,13 +21,18 @@ def llc(ll: Path, obj: Path, opt_level: int = 0) -> None:
               str(ll), "-o", str(obj)], "llc")
 
 
-def runtime_objects(sources: list[str] = CONTROLLER_SOURCES) -> list[Path]:
-    """Compile the C runtime once per content hash (cached under ~/.cache/lltfi-mlir)."""
+def runtime_digest() -> str:
+    """Content hash of the C runtime: caches of anything linked with it must key on this."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in SOURCE_DIR.iterdir() if p.suffix in (".c", ".h")):
         digest.update(name.encode() + (SOURCE_DIR / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def runtime_objects(sources: list[str] = CONTROLLER_SOURCES) -> list[Path]:
+    """Compile the C runtime once per content hash (cached under ~/.cache/lltfi-mlir)."""
     cache = Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
-    cache = cache / f"runtime-{digest.hexdigest()[:16]}"
+    cache = cache / f"runtime-{runtime_digest()}"
     objects = [cache / (Path(s).stem + ".o") for s in sources]
     if all(o.exists() for o in objects):
         return objects

@@ -2,13 +2,17 @@
  *
  *   prog [args...]                                      golden run, as the original program
  *   prog --lltfi-profile [--stdin F] -- [args...]       P line: counts, golden stdout (see below)
- *   prog --lltfi-serve [--stdin F] -- [args...]         fork-server, same protocol as campaign_server.c
+ *   prog --lltfi-serve [--stdin F] [--output-file F]... -- [args...]
+ *                                                       fork-server, same protocol as campaign_server.c
+ * Output files (relative names in the working directory) are appended to the captured stdout after
+ * each run; with output files the server runs in a private directory of symlinks (see below).
  *
  * Every run happens in a forked child (a program may change global state), with stdout captured in
  * a temporary file and stdin from F (or /dev/null), so each trial sees the same inputs.
  * P line:  P 0 golden_s check_s consumed n_sites counts... n_units units... n_bytes stdout_hex exit_status
  * R line:  R id status code n_faults {site index mask before after}* n_trace {site bits}* n_bytes stdout_hex
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -32,6 +36,9 @@ typedef struct {
 } program_shared;
 
 static const char *stdin_path = "/dev/null";
+static const char *output_files[64];  /* files the program writes, compared like its stdout */
+static int n_output_files;
+static void capture_output_files(int out_fd);
 static int prog_argc;
 static char **prog_argv;
 
@@ -47,6 +54,7 @@ static int run_child(int out_fd, long long timeout_us, void (*setup)(void *), vo
   pid_t pid = fork();
   if (pid < 0) { perror("fork"); exit(1); }
   if (pid == 0) {
+    for (int i = 0; i < n_output_files; i++) unlink(output_files[i]);
     int in = open(stdin_path, O_RDONLY);
     if (in >= 0) { dup2(in, 0); close(in); }
     dup2(out_fd, 1);
@@ -60,6 +68,7 @@ static int run_child(int out_fd, long long timeout_us, void (*setup)(void *), vo
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  capture_output_files(out_fd);
   return status;
 }
 
@@ -74,6 +83,67 @@ static void print_captured(int fd) {
     for (ssize_t i = 0; i < n; i++) { putchar(digits[buf[i] >> 4]); putchar(digits[buf[i] & 15]); }
   if (ftruncate(fd, 0) != 0) perror("ftruncate");
   lseek(fd, 0, SEEK_SET);
+}
+
+/* Parallel fork-servers must not share the program's output files: each server runs in a private
+   directory holding symlinks to everything in the original one except those files. */
+static char workdir[] = "/tmp/lltfi-work-XXXXXX";
+static pid_t server_pid;
+
+static void remove_workdir(void) {
+  if (getpid() != server_pid) return;  /* children inherit atexit handlers */
+  DIR *d = opendir(workdir);
+  struct dirent *e;
+  char path[8192];
+  while (d && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    snprintf(path, sizeof path, "%s/%s", workdir, e->d_name);
+    unlink(path);
+  }
+  if (d) closedir(d);
+  rmdir(workdir);
+}
+
+static void private_workdir(void) {
+  char here[4096];
+  char *dir = workdir;
+  if (!getcwd(here, sizeof here) || !mkdtemp(dir)) { perror("lltfi driver"); exit(1); }
+  DIR *d = opendir(here);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    int skip = 0;
+    for (int i = 0; i < n_output_files; i++) skip |= !strcmp(e->d_name, output_files[i]);
+    if (skip) continue;
+    char from[8192], to[8192];
+    snprintf(from, sizeof from, "%s/%s", here, e->d_name);
+    snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+    if (symlink(from, to) != 0) perror("symlink");
+  }
+  if (d) closedir(d);
+  if (chdir(dir) != 0) { perror("chdir"); exit(1); }
+  server_pid = getpid();
+  atexit(remove_workdir);
+}
+
+/* After a run: append each output file (then remove it) to the captured stdout. */
+static void capture_output_files(int out_fd) {
+  for (int i = 0; i < n_output_files; i++) {
+    char header[512];
+    int n = snprintf(header, sizeof header, "\n--- %s ---\n", output_files[i]);
+    if (write(out_fd, header, n) != n) perror("write");
+    int fd = open(output_files[i], O_RDONLY);
+    if (fd < 0) {
+      if (write(out_fd, "(missing)\n", 10) != 10) perror("write");
+      continue;
+    }
+    char buf[4096];
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof buf)) > 0)
+      if (write(out_fd, buf, got) != got) perror("write");
+    close(fd);
+    unlink(output_files[i]);
+  }
 }
 
 static program_shared *shared;
@@ -112,6 +182,8 @@ int main(int argc, char **argv) {
   if (mode == 0) return __lltfi_program_main(argc, argv);
   for (i = 2; i < argc && strcmp(argv[i], "--"); i++) {
     if (!strcmp(argv[i], "--stdin") && i + 1 < argc) stdin_path = argv[++i];
+    else if (!strcmp(argv[i], "--output-file") && i + 1 < argc && n_output_files < 64)
+      output_files[n_output_files++] = argv[++i];
   }
   /* argv[0] stays the program's name; its arguments follow "--". */
   prog_argc = 1 + (i < argc ? argc - i - 1 : 0);
@@ -124,6 +196,7 @@ int main(int argc, char **argv) {
   int out_fd = mkstemp(path);
   if (out_fd < 0 || shared == MAP_FAILED) { perror("lltfi driver"); return 1; }
   unlink(path);
+  if (n_output_files) private_workdir();
   atexit(save_golden_counters);
   if (mode == 1) {
     double t0 = now();

@@ -161,3 +161,36 @@ def test_example_program_campaign(name, tmp_path, capsys):
     with capsys.disabled():
         print_summary(summary, Console(width=140), details=False)
         print({f: round(g["outcomes"]["sdc"]["rate"], 3) for f, g in summary["by_function"].items()})
+
+
+WRITER = r"""
+#include <stdio.h>
+int main(void) {
+  FILE *f = fopen("result.txt", "w");
+  int s = 0;
+  for (int i = 0; i < 10; i++)
+    s += i * i;
+  fprintf(f, "%d\n", s);
+  fclose(f);
+  printf("done\n");
+  return 0;
+}
+"""
+
+
+def test_output_files_are_compared_like_stdout(tmp_path, monkeypatch):
+    (tmp_path / "w.c").write_text(WRITER)
+    build = compile_program([tmp_path / "w.c"], tmp_path / "b")
+    monkeypatch.chdir(tmp_path)
+    # Only the accumulation `s += i * i` (line 7): its faults change result.txt, never stdout.
+    select = SiteSelector(opcodes=frozenset({"add", "mul"}), lines=(7, 7), require_operator=False)
+    summary = Campaign.from_build(build.directory, CampaignConfig(selector=select, seed=1), db=tmp_path / "w.db",
+                                  jobs=2, program=ProgramRun(output_files=("result.txt",))).run(80, progress=False)
+    assert summary["outcomes"]["sdc"]["count"] > 20
+    outputs = sqlite3.connect(tmp_path / "w.db").execute(
+        "SELECT outcome, output FROM trials WHERE status = 'ok'").fetchall()
+    golden = b"done\n\n--- result.txt ---\n285\n"
+    for outcome, output in outputs:
+        assert output.startswith(b"done\n\n--- result.txt ---\n")
+        assert (outcome == "sdc") == (output != golden)
+    assert not (tmp_path / "result.txt").exists()  # runs happen in private directories

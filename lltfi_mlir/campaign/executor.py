@@ -27,9 +27,11 @@ class ProgramRun:
 
     args: tuple[str, ...] = ()
     stdin: str | None = None
+    output_files: tuple[str, ...] = ()  # relative names written by the program, compared like stdout
 
     def driver_args(self) -> list[str]:
-        return (["--stdin", self.stdin] if self.stdin else []) + ["--", *self.args]
+        files = [a for f in self.output_files for a in ("--output-file", f)]
+        return (["--stdin", self.stdin] if self.stdin else []) + files + ["--", *self.args]
 
 
 @dataclass(frozen=True)
@@ -127,11 +129,15 @@ class LocalExecutor:
                         yield parse_result(line.decode(), in_flight)
                         self._send(proc, pending, in_flight)
         finally:
-            for proc in servers:
+            for proc in servers:  # end of input lets a server clean up after itself
                 with contextlib.suppress(OSError):
                     proc.stdin.close()
-                proc.kill()
-                proc.wait()
+            for proc in servers:
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             selector.close()
 
     def _send(self, proc: subprocess.Popen, pending: Iterator[Trial], in_flight: dict[int, Trial]) -> None:

@@ -55,7 +55,8 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     fault = FaultConfig(type=recorded["fault_type"], bit=recorded["bit"], num_bits=recorded["num_bits"],
                         max_multiple=recorded["max_multiple"], window_len=recorded["window_len"])
     trial = Trial(recorded["id"], recorded["input"], recorded["target"], fault, recorded["bit"], recorded["seed"])
-    program = ProgramRun(tuple(info["program"]["args"]), info["program"]["stdin"]) if info.get("program") else None
+    program = ProgramRun(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["program"].items()}) \
+        if info.get("program") else None
     executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program)
     (result,) = list(executor.run([trial]))
     shapes = [tuple(s) for s in info["output_shapes"]]
