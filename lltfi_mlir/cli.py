@@ -295,6 +295,9 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
                                       **kwargs)
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
+    if campaign.planned_trials is not None:
+        console.print(f"margin {args.margin}: planned {campaign.planned_trials} trials (Leveugle et al. 2009); "
+                      f"{summary['trials']} run (the run stops once the SDC interval is that tight)")
     print_summary(summary, console, details=not args.quiet)
     console.print(f"results: {campaign.db_path}  (lltfi-mlir results {campaign.db_path} --json)", soft_wrap=True)
     from .campaign.database import CampaignDatabase

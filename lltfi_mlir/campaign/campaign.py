@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..build import Build
-from ..compiler import CompileOptions, compile_onnx  # noqa: F401  (CompileOptions: traced builds)
+from ..compiler import CompileOptions, compile_onnx
 from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import UsageError
 from ..frontend.importer import OP_HOOK
@@ -33,52 +33,16 @@ from ..instrument import InstrumentedBuild, instrument_build
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
+from .inputs import find_input_sets
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, run_profile, write_inputs_list
+from .propagation import layer_rows
 from .report import summarize
 from .stats import planned_trials, wilson
 
 SHADOW = 1 << 40  # trial id offset of the fault-free shadow runs that record golden trace windows
 WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}
-
-
-def find_input_sets(inputs: str | Path | None, build: Build, model_dir: Path | None) -> list[list[Path]]:
-    """A directory of .npy files (one per input set), or of subdirectories with one <input>.npy each."""
-    if inputs is None:
-        candidate = model_dir / "inputs" if model_dir else None
-        if candidate is None or not candidate.is_dir():
-            raise UsageError("no inputs: give --inputs DIR (a directory of .npy files)")
-        inputs = candidate
-    path = Path(inputs)
-    if path.is_file() and path.suffix == ".npy":
-        return [[path]]
-    if not path.is_dir():
-        raise UsageError(f"--inputs {path}: not a directory of .npy files")
-    names = [t.name for t in build.inputs]
-    if len(names) == 1:
-        files = sorted(path.glob("*.npy"), key=lambda p: (len(p.stem), p.stem))
-        sets = [[f] for f in files]
-    else:
-        sets = []
-        for sub in sorted(p for p in path.iterdir() if p.is_dir()):
-            files = [sub / f"{n}.npy" for n in names]
-            if all(f.exists() for f in files):
-                sets.append(files)
-    if not sets:
-        raise UsageError(f"--inputs {path}: no input sets found (expected *.npy"
-                         + (f", or subdirectories holding {', '.join(n + '.npy' for n in names)})" if len(names) > 1
-                            else ")"))
-    for files in sets:
-        arrays = [np.load(f, allow_pickle=False) for f in files]
-        build.check_inputs(arrays)
-    return sets
-
-
-def _finite_max(values: np.ndarray) -> float | None:
-    if not values.size:
-        return None
-    return float(np.max(values)) if np.all(np.isfinite(values)) else float("inf")
 
 
 def _jsonable(value):
@@ -124,6 +88,7 @@ class Campaign:
         self.work_build = build
         self.node_index = {n["name"]: n["index"] for n in build.manifest.get("nodes", [])}
         self.last_run_seconds = 0.0
+        self.planned_trials: int | None = None  # with a margin: Leveugle's trial count
         self.last_trials = 0
 
     # -- construction -------------------------------------------------------------------------------
@@ -264,27 +229,6 @@ class Campaign:
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         return Build(directory)
 
-    def _layer_rows(self, trial_id: int, golden_all: list, faulty_all: list) -> list[tuple]:
-        """Per traced layer whose output differs from the golden run: how, where, by how much."""
-        rows = []
-        n = len(self.build.outputs)
-        for spec, g, f in zip(self.work_build.traced, golden_all[n:], faulty_all[n:]):
-            gb, fb = g.reshape(-1).view(np.uint32), f.reshape(-1).view(np.uint32)
-            diff = np.flatnonzero(gb != fb)
-            if not diff.size:
-                continue
-            with np.errstate(all="ignore"):
-                gv, fv = g.reshape(-1)[diff].astype(np.float64), f.reshape(-1)[diff].astype(np.float64)
-                absd = np.abs(fv - gv)
-                rel = absd / np.abs(gv)
-            single = int(diff.size == 1 and bin(int(gb[diff[0]] ^ fb[diff[0]])).count("1") == 1)
-            shown = diff[:16]
-            rows.append((trial_id, spec["node"], self.node_index.get(spec["node"], -1), int(diff.size), int(gb.size),
-                         json.dumps(shown.tolist()), json.dumps([repr(float(v)) for v in g.reshape(-1)[shown]]),
-                         json.dumps([repr(float(v)) for v in f.reshape(-1)[shown]]),
-                         _finite_max(absd), _finite_max(rel[np.isfinite(rel)]), single))
-        return rows
-
     # -- running --------------------------------------------------------------------------------------
     def _row(self, result: RawResult) -> dict:
         trial = result.trial
@@ -297,7 +241,8 @@ class Campaign:
         if result.status == "ok":
             faulty = self._outputs(result.output, everything=True)
             if self.config.trace_layers and self.work_build is not self.build:
-                self.pending_layer_rows = self._layer_rows(trial.id, self.golden_all[trial.input], faulty)
+                self.pending_layer_rows = layer_rows(trial.id, self.work_build.traced, self.node_index,
+                                                     len(self.build.outputs), self.golden_all[trial.input], faulty)
                 faulty = faulty[:len(self.build.outputs)]
             if activated:
                 deviation = self.judge.deviation(golden, faulty)
@@ -338,6 +283,7 @@ class Campaign:
         else:
             if margin is not None:
                 total = planned_trials(self.population(), margin)
+                self.planned_trials = total
             else:
                 total = n if n is not None else self.config.runs
             trials_iter = (uniform_trial(self.config, counts, i) for i in range(total))

@@ -14,9 +14,40 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UsageError
 from .database import CampaignDatabase
 from .stats import wilson
+
+
+def _finite_max(values: np.ndarray) -> float | None:
+    if not values.size:
+        return None
+    return float(np.max(values)) if np.all(np.isfinite(values)) else float("inf")
+
+
+def layer_rows(trial_id: int, traced: list[dict], node_index: dict[str, int], n_outputs: int, golden_all: list,
+               faulty_all: list) -> list[tuple]:
+    """Per traced layer whose output differs from the golden run: how, where, by how much."""
+    rows = []
+    n = n_outputs
+    for spec, g, f in zip(traced, golden_all[n:], faulty_all[n:]):
+        gb, fb = g.reshape(-1).view(np.uint32), f.reshape(-1).view(np.uint32)
+        diff = np.flatnonzero(gb != fb)
+        if not diff.size:
+            continue
+        with np.errstate(all="ignore"):
+            gv, fv = g.reshape(-1)[diff].astype(np.float64), f.reshape(-1)[diff].astype(np.float64)
+            absd = np.abs(fv - gv)
+            rel = absd / np.abs(gv)
+        single = int(diff.size == 1 and bin(int(gb[diff[0]] ^ fb[diff[0]])).count("1") == 1)
+        shown = diff[:16]
+        rows.append((trial_id, spec["node"], node_index.get(spec["node"], -1), int(diff.size), int(gb.size),
+                     json.dumps(shown.tolist()), json.dumps([repr(float(v)) for v in g.reshape(-1)[shown]]),
+                     json.dumps([repr(float(v)) for v in f.reshape(-1)[shown]]),
+                     _finite_max(absd), _finite_max(rel[np.isfinite(rel)]), single))
+    return rows
 
 
 def _rate(k: int, n: int) -> dict:
