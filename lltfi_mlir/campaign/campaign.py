@@ -308,7 +308,8 @@ class Campaign:
             layer_rows: list[tuple] = []
             inst_rows: list[tuple] = []
             pairs: dict[int, dict] = {}
-            if remaining > 0:
+            already_tight = margin is not None and self._tight_enough(tally, margin)  # a resumed run
+            if remaining > 0 and not already_tight:
                 for result in results:
                     if self.config.max_trace:
                         result, golden_run = self._pair(result, pairs)
