@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                    "goes to layer i mod L; per function for C programs), or exhaustive")
     p.add_argument("--db", help="campaign database (default: campaign-<hash>.db beside the build)")
     p.add_argument("--timeout", type=float, help="seconds per trial before it counts as a hang "
-                   "(default: 50x the golden run, at least 0.5 s)")
+                   "(default: 50x the golden run, at least 2 s)")
     p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc level when compiling")
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")

@@ -196,7 +196,8 @@ class Campaign:
     def timeout_seconds(self) -> float:
         if self.config.timeout is not None:
             return self.config.timeout
-        return max(50 * max(p.golden_seconds for p in self.profiles), 0.5)
+        # The floor keeps a loaded machine from turning slow fault-free runs into "hangs".
+        return max(50 * max(p.golden_seconds for p in self.profiles), 2.0)
 
     def population(self) -> int:
         width = max(WIDTH[s.type] for s in self.instrumented.sites)

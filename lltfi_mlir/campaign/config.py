@@ -60,7 +60,7 @@ class CampaignConfig:
     sdc: SdcConfig = SdcConfig()
     runs: int = 1000
     seed: int = 0
-    timeout: float | None = None   # seconds per trial; None: 20x the golden time, at least 1 s
+    timeout: float | None = None   # seconds per trial; None: 50x the golden time, at least 2 s
     draw: str = "uniform"
     # Propagation tracing (LLTFI tracingPropagation): per-layer corruption of every trial (a traced
     # build returns every node's output), and the next `max_trace` instrumented instances after the
