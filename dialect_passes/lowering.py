@@ -11,7 +11,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mlir import ir, passmanager
 from mlir.dialects import linalg
@@ -82,8 +81,3 @@ def lower_to_llvm(module: ir.Module) -> LoweringResult:
     run_pipeline(module, TO_LLVM, "lowering to LLVM")
     result.seconds["passes"] = time.perf_counter() - start
     return result
-
-
-def save_for_repro(module: ir.Module, path: Path) -> None:
-    with open(path, "w") as handle:
-        module.operation.print(file=handle, enable_debug_info=True)

@@ -33,9 +33,6 @@ GROUPS = {
 DEFAULT_OPCODES = FP_ARITH | FP_INTRINSICS
 KNOWN_OPCODES = GROUPS["all"]
 REGISTERS = ("dst", "src1", "src2", "src3", "src4", "allsrc", "all")
-# Ops whose results never carry data worth corrupting.
-_NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
-          "llvm.mlir.poison", "llvm.alloca"}
 SCALAR_TYPES = ("f32", "f64", "i1", "i8", "i16", "i32", "i64", "!llvm.ptr")
 
 

@@ -32,6 +32,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
+def _add_build_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by everything that compiles a model (compile, harden)."""
+    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3],
+                   help="llc optimisation level (default 0, as in the LLTFI paper)")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                   help="bind an input's shape (x=1x8x8x1) or a dynamic dimension (batch=4); "
+                   "free dimensions default to 1; repeatable")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lltfi-mlir", description=(
         "Fault injection below the ML framework: compile ONNX models through MLIR to native code."))
@@ -47,11 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="+", help="ONNX model file, or one or more C/C++ source files")
     p.add_argument("--cflags", default="", help="extra clang flags for C/C++ sources, e.g. \"-DN=64 -I inc\"")
     p.add_argument("-o", "--output", default="build", help="output directory (default: build)")
-    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3],
-                   help="llc optimisation level (default 0, as in the LLTFI paper)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
-                   help="bind an input's shape (x=1x8x8x1) or a dynamic dimension (batch=4); "
-                   "free dimensions default to 1; repeatable")
+    _add_build_options(p)
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs",
                        description="Run a compiled model natively on .npy inputs and print the outputs "
@@ -127,8 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="", help="comma-separated ONNX node names to protect")
     p.add_argument("--layers", default="", help="comma-separated Type:N (N-th node of that type, 1-based)")
     p.add_argument("-o", "--output", default="hardened", help="output directory (default: hardened)")
-    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc optimisation level")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS", help="as for compile")
+    _add_build_options(p)
 
     p = sub.add_parser("trace", help="draw how one trial's fault travelled (Graphviz DOT, and SVG)",
                        description="Write the operator data-flow graph with the corrupted path highlighted "

@@ -12,9 +12,8 @@
  * weights are loaded once; a child only sets the fault, runs the model and leaves its output and
  * fault log in shared memory. The child arms a real-time timer, so a hang ends by SIGALRM.
  *
- * Trial line:  id input_set target fault_type num_bits bit mask_hex max_faults window_len seed timeout_us [trace_len]
- * Result line: R id status code n_faults {site index mask before after}*n n_trace {site bits}* n_values hex_bytes
- *   status: ok | crash (signal) | hang (timer) | exit (non-zero exit status); code: signal or status.
+ * Trial and result lines: see trial_protocol.h. status: ok | crash (signal) | hang (timer) | exit
+ * (non-zero exit status); code: the signal or the status.
  */
 #include <errno.h>
 #include <signal.h>
@@ -28,6 +27,7 @@
 #include <unistd.h>
 
 #include "fi_runtime.h"
+#include "trial_protocol.h"
 #include "model_api.h"
 #include "npy.h"
 
@@ -152,53 +152,30 @@ int lltfi_serve_main(const char *list) {
   printf("READY %d\n", n_sets);
   fflush(stdout);
   while (fgets(line, sizeof line, stdin)) {
-    long long id, set, target, seed, timeout_us, window;
-    int type, num_bits, bit, max_faults, trace_len = 0;
-    char mask_hex[32];
-    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld %d", &id, &set, &target, &type, &num_bits,
-               &bit, mask_hex, &max_faults, &window, &seed, &timeout_us, &trace_len) < 11 || set < 0 || set >= n_sets) {
+    lltfi_trial trial;
+    if (lltfi_parse_trial(line, &trial) || trial.input_set < 0 || trial.input_set >= n_sets) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
-    lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults,
-                             (uint64_t)window, (uint64_t)seed, trace_len};
     memset(&shared->log, 0, sizeof shared->log);
     memset(shared->outputs, 0xff, n_out * sizeof(float));
     fflush(stdout);
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return 1; }
     if (pid == 0) {
-      struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
+      struct itimerval timer = {{0, 0}, {trial.timeout_us / 1000000, trial.timeout_us % 1000000}};
       setitimer(ITIMER_REAL, &timer, NULL);
       float *outs[1024];
       output_pointers(shared->outputs, outs);
-      lltfi_begin_inject((uint64_t)target, &spec, &shared->log);
-      lltfi_model_run(input_sets[set], outs);
+      lltfi_begin_inject((uint64_t)trial.target, &trial.spec, &shared->log);
+      lltfi_model_run(input_sets[trial.input_set], outs);
       _exit(0);
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
-    const char *kind = "ok";
-    int code = 0;
-    if (WIFSIGNALED(status)) {
-      code = WTERMSIG(status);
-      kind = code == SIGALRM ? "hang" : "crash";
-    } else if (WEXITSTATUS(status) != 0) {
-      kind = "exit";
-      code = WEXITSTATUS(status);
-    }
-    int n = shared->log.n_faults;
-    if (n > LLTFI_MAX_FAULTS) n = LLTFI_MAX_FAULTS;
-    printf("R %lld %s %d %d", id, kind, code, n);
-    for (int i = 0; i < n; i++) {
-      lltfi_fault_record *r = &shared->log.faults[i];
-      printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
-             (unsigned long long)r->before, (unsigned long long)r->after);
-    }
-    int nt = shared->log.n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : shared->log.n_trace;
-    printf(" %d", nt);
-    for (int i = 0; i < nt; i++)
-      printf(" %d %llx", shared->log.trace[i].site, (unsigned long long)shared->log.trace[i].bits);
+    int code;
+    const char *kind = lltfi_wait_kind(status, &code);
+    lltfi_print_result_head(stdout, trial.id, kind, code, &shared->log);
     printf(" %lld ", (long long)(strcmp(kind, "ok") == 0 ? n_out : 0));
     if (strcmp(kind, "ok") == 0) print_hex(stdout, shared->outputs, n_out);
     printf("\n");

@@ -10,7 +10,7 @@
  * Every run happens in a forked child (a program may change global state), with stdout captured in
  * a temporary file and stdin from F (or /dev/null), so each trial sees the same inputs.
  * P line:  P 0 golden_s check_s consumed n_sites counts... n_units units... n_bytes stdout_hex exit_status
- * R line:  R id status code n_faults {site index mask before after}* n_trace {site bits}* n_bytes stdout_hex
+ * R line:  as in trial_protocol.h, with the captured stdout (and output files) as the output bytes
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "fi_runtime.h"
+#include "trial_protocol.h"
 
 int __lltfi_program_main(int argc, char **argv);
 
@@ -229,40 +230,18 @@ int main(int argc, char **argv) {
   fflush(stdout);
   char line[1024];
   while (fgets(line, sizeof line, stdin)) {
-    long long id, set, target, seed, timeout_us, window;
-    int type, num_bits, bit, max_faults, trace_len = 0;
-    char mask_hex[32];
-    if (sscanf(line, "%lld %lld %lld %d %d %d %31s %d %lld %lld %lld %d", &id, &set, &target, &type, &num_bits, &bit,
-               mask_hex, &max_faults, &window, &seed, &timeout_us, &trace_len) < 11) {
+    lltfi_trial trial;
+    if (lltfi_parse_trial(line, &trial)) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
-    lltfi_fault_spec spec = {type, num_bits, bit, strtoull(mask_hex, NULL, 16), max_faults, (uint64_t)window,
-                             (uint64_t)seed, trace_len};
-    trial_spec = spec;
-    trial_target = (unsigned long long)target;
+    trial_spec = trial.spec;
+    trial_target = (unsigned long long)trial.target;
     memset(&shared->log, 0, sizeof shared->log);
-    int status = run_child(out_fd, timeout_us, setup_trial, NULL);
-    const char *kind = "ok";
-    int code = 0;
-    if (WIFSIGNALED(status)) {
-      code = WTERMSIG(status);
-      kind = code == SIGALRM ? "hang" : "crash";
-    } else if (WEXITSTATUS(status) != 0) {
-      kind = "exit";
-      code = WEXITSTATUS(status);
-    }
-    int n = shared->log.n_faults > LLTFI_MAX_FAULTS ? LLTFI_MAX_FAULTS : shared->log.n_faults;
-    printf("R %lld %s %d %d", id, kind, code, n);
-    for (int k = 0; k < n; k++) {
-      lltfi_fault_record *r = &shared->log.faults[k];
-      printf(" %d %llu %llx %llx %llx", r->site, (unsigned long long)r->index, (unsigned long long)r->mask,
-             (unsigned long long)r->before, (unsigned long long)r->after);
-    }
-    int nt = shared->log.n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : shared->log.n_trace;
-    printf(" %d", nt);
-    for (int k = 0; k < nt; k++)
-      printf(" %d %llx", shared->log.trace[k].site, (unsigned long long)shared->log.trace[k].bits);
+    int status = run_child(out_fd, trial.timeout_us, setup_trial, NULL);
+    int code;
+    const char *kind = lltfi_wait_kind(status, &code);
+    lltfi_print_result_head(stdout, trial.id, kind, code, &shared->log);
     print_captured(out_fd);
     printf("\n");
     fflush(stdout);

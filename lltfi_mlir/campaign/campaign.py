@@ -86,6 +86,9 @@ class Campaign:
         self.golden: list[list[np.ndarray]] = []
         self.judge = SdcJudge(config.sdc)
         self.work_build = build
+        self.output_shapes = [t.shape for t in build.outputs]
+        self.all_shapes = self.output_shapes  # with the traced layers, once prepare() knows the build
+        self.output_bytes = 4 * sum(int(np.prod(s)) for s in self.output_shapes)  # model outputs only
         self.node_index = {n["name"]: n["index"] for n in build.manifest.get("nodes", [])}
         self.last_run_seconds = 0.0
         self.planned_trials: int | None = None  # with a margin: Leveugle's trial count
@@ -141,6 +144,7 @@ class Campaign:
             self.work_build = self._sibling_build("traced", trace=True)
         else:
             self.work_build = self.build
+        self.all_shapes = [t.shape for t in self.work_build.all_outputs]
         self.instrumented = instrument_build(self.work_build, selector)
         if self.config.trace_layers and self.work_build is not self.build:
             plain = instrument_build(self.build, self.config.selector)
@@ -208,8 +212,7 @@ class Campaign:
         program's stdout stays bytes."""
         if self.build.is_program:
             return [data]
-        specs = self.work_build.all_outputs if everything else self.build.outputs
-        return split_outputs(data, [t.shape for t in specs])
+        return split_outputs(data, self.all_shapes if everything else self.output_shapes)
 
     def _sibling_build(self, name: str, **options) -> Build:
         """The same model compiled again with tracing outputs or operator hooks (cached)."""
@@ -231,24 +234,27 @@ class Campaign:
         return Build(directory)
 
     # -- running --------------------------------------------------------------------------------------
-    def _row(self, result: RawResult) -> dict:
+    def _row(self, result: RawResult) -> tuple[dict, list[tuple]]:
+        """The trial's database row, and its layer-trace rows when layers are traced."""
         trial = result.trial
         faults = result.faults
         activated = any(f.before != f.after for f in faults)
         faulty = None
         deviation = None
         golden = self.golden[trial.input]
-        self.pending_layer_rows = []
-        if result.status == "ok":
+        layers: list[tuple] = []
+        ok = result.status == "ok"
+        if ok:
             faulty = self._outputs(result.output, everything=True)
             if self.config.trace_layers and self.work_build is not self.build:
-                self.pending_layer_rows = layer_rows(trial.id, self.work_build.traced, self.node_index,
-                                                     len(self.build.outputs), self.golden_all[trial.input], faulty)
+                layers = layer_rows(trial.id, self.work_build.traced, self.node_index, len(self.build.outputs),
+                                    self.golden_all[trial.input], faulty)
                 faulty = faulty[:len(self.build.outputs)]
             if activated:
                 deviation = self.judge.deviation(golden, faulty)
         outcome = classify(result.status, activated, self.judge, golden, faulty)
         first = faults[0] if faults else None
+        output = None if not ok else result.output if self.build.is_program else result.output[:self.output_bytes]
         return {
             "id": trial.id, "input": trial.input, "target": trial.target, "fault_type": trial.fault.type,
             "num_bits": trial.fault.num_bits, "bit": trial.bit, "max_multiple": trial.fault.max_multiple,
@@ -259,10 +265,8 @@ class Campaign:
             "value_after": f"{first.after:x}" if first else None,
             "faults": json.dumps([dataclasses.astuple(f) for f in faults]) if len(faults) > 1 else None,
             "deviation": None if deviation is None or math.isinf(deviation) else deviation,
-            "output": (result.output[:4 * sum(int(np.prod(t.shape)) for t in self.build.outputs)]
-                       if result.status == "ok" and not self.build.is_program else
-                       result.output if result.status == "ok" else None),
-        }
+            "output": output,
+        }, layers
 
     def run(self, n: int | None = None, *, margin: float | None = None, exhaustive: bool = False,
             progress: bool = True, console: Console | None = None) -> dict:
@@ -306,7 +310,7 @@ class Campaign:
             task = bar.add_task(self._tally_text(tally), total=total, completed=total - remaining)
             started = time.perf_counter()
             self.last_trials = 0
-            layer_rows: list[tuple] = []
+            traced_layers: list[tuple] = []
             inst_rows: list[tuple] = []
             pairs: dict[int, dict] = {}
             already_tight = margin is not None and self._tight_enough(tally, margin)  # a resumed run
@@ -319,23 +323,23 @@ class Campaign:
                         inst_rows += [(result.trial.id, i, site, f"{bits:x}",
                                        f"{golden_run.trace[i][1]:x}" if i < len(golden_run.trace) else None)
                                       for i, (site, bits) in enumerate(result.trace)]
-                    row = self._row(result)
-                    layer_rows += self.pending_layer_rows
+                    row, layers = self._row(result)
+                    traced_layers += layers
                     batch.append(row)
                     self.last_trials += 1
                     tally[row["outcome"]] += 1
                     bar.update(task, advance=1, description=self._tally_text(tally))
                     if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
-                        db.add_traces(layer_rows, inst_rows)
+                        db.add_traces(traced_layers, inst_rows)
                         db.add_trials(batch)
                         batch.clear()
-                        layer_rows.clear()
+                        traced_layers.clear()
                         inst_rows.clear()
                         last_commit = time.monotonic()
                         if margin is not None and self._tight_enough(tally, margin):
                             break
             if batch:
-                db.add_traces(layer_rows, inst_rows)
+                db.add_traces(traced_layers, inst_rows)
                 db.add_trials(batch)
             self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)

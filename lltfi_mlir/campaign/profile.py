@@ -6,8 +6,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import InputError, RunError
 
 
@@ -68,9 +66,3 @@ def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]]
                            "selected instances; please report this with the model")
         profiles.append(InputProfile(float(parts[2]), float(parts[3]), tuple(counted), data))
     return profiles
-
-
-def golden_arrays(profile: InputProfile, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    from .executor import split_outputs
-
-    return split_outputs(profile.golden, shapes)
