@@ -43,8 +43,14 @@ class SidOptions:
 class CompileOptions:
     """Options of `lltfi-mlir compile`."""
 
-    # llc optimisation level; the paper injects at -O0, where nothing merges or reorders arithmetic.
-    opt_level: int = 0
+    # "optimized": register-tiled vector Conv/Gemm/MatMul, `opt -O2` and llc -O2 for the host CPU;
+    # every output element keeps the reference's scalar operations and their order (bit-identical).
+    # "reference": the scalar linalg lowering at llc -O0, as the paper's tool compiles.
+    codegen: str = "optimized"
+    # llc optimisation level; None = 2 for optimized code, 0 (the paper's) for reference code.
+    opt_level: int | None = None
+    # CPU for llc/opt: "native" (the host's vector ISA) or "portable" (the target's baseline).
+    target_cpu: str = "native"
     # Input shapes / dynamic dimension values, as parsed from `--shape` (default: every free dim = 1).
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     entry: str = "main_graph"
@@ -83,11 +89,26 @@ def _apply_sid(module: ir.Module, sid: SidOptions, loaded: LoadedModel) -> dict:
             "checks": result.checks}
 
 
+CODEGENS = ("optimized", "reference")
+
+
+def backend_settings(codegen: str, opt_level: int | None, target_cpu: str) -> dict:
+    """llc level, CPU and whether `opt -O2` runs, as build_native's keyword arguments."""
+    if codegen not in CODEGENS:
+        raise UsageError(f"--codegen {codegen}: must be one of {', '.join(CODEGENS)}")
+    if opt_level is None:
+        opt_level = 2 if codegen == "optimized" else 0
+    if opt_level not in (0, 1, 2, 3):
+        raise UsageError(f"--opt-level {opt_level}: must be 0, 1, 2 or 3")
+    if not target_cpu or not all(ch.isalnum() or ch in "-_." for ch in target_cpu):
+        raise UsageError(f"--target-cpu {target_cpu!r}: give a CPU name such as native, portable, znver3")
+    return {"opt_level": opt_level, "target_cpu": target_cpu, "ir_opt": codegen == "optimized"}
+
+
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
     """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
-    if options.opt_level not in (0, 1, 2, 3):
-        raise UsageError(f"--opt-level {options.opt_level}: must be 0, 1, 2 or 3")
+    backend = backend_settings(options.codegen, options.opt_level, options.target_cpu)
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -111,7 +132,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     with ir.Context(), ir.Location.unknown():
         start = time.perf_counter()
         module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace,
-                                                               op_hooks=options.op_hooks))
+                                                               op_hooks=options.op_hooks, codegen=options.codegen))
         seconds["import"] = time.perf_counter() - start
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)
@@ -131,7 +152,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     outputs += [(t["tensor"], tuple(t["shape"])) for t in traced]
     glue = out_dir / "glue.c"
     glue.write_text(generate_glue(options.entry, inputs, outputs))
-    seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, asm], options.opt_level))
+    seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, asm], **backend))
 
     manifest = {
         "format": 1,
@@ -139,7 +160,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
         "opset": loaded.opset,
         "entry": options.entry,
-        "opt_level": options.opt_level,
+        "codegen": options.codegen,
+        **backend,
         "executable": STEM,
         "inputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in inputs],
         "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs[:len(loaded.outputs)]],

@@ -16,9 +16,31 @@ def translate(llvm_mlir: Path, out_ll: Path) -> None:
              "mlir-translate")
 
 
-def llc(ll: Path, obj: Path, opt_level: int = 0) -> None:
-    run_tool([tool_path("llc"), f"-O{opt_level}", "-filetype=obj", "-relocation-model=pic",
-              str(ll), "-o", str(obj)], "llc")
+def _cpu_flags(target_cpu: str | None) -> list[str]:
+    """`native` = the host's vector ISA; `portable` = the target's baseline (runs anywhere)."""
+    if target_cpu in (None, "portable"):
+        return []
+    return [f"-mcpu={target_cpu}"]
+
+
+def optimize_ir(ll: Path, out_bc: Path, target_cpu: str | None) -> None:
+    """`opt -O2` without fast-math flags: IEEE semantics hold, so no reassociation or contraction."""
+    run_tool([tool_path("opt"), "-O2", f"-mtriple={host_triple()}", *_cpu_flags(target_cpu), str(ll),
+              "-o", str(out_bc)], "opt")
+
+
+def host_triple() -> str:
+    proc = run_tool([tool_path("llc"), "--version"], "llc --version")
+    for line in proc.stdout.splitlines():
+        if "Default target:" in line:
+            return line.split(":", 1)[1].strip()
+    return "x86_64-unknown-linux-gnu"
+
+
+def llc(ll: Path, obj: Path, opt_level: int = 0, target_cpu: str | None = None) -> None:
+    # -fp-contract=off: a separate fmul and fadd stay two roundings (never fused into an FMA).
+    run_tool([tool_path("llc"), f"-O{opt_level}", "-filetype=obj", "-relocation-model=pic", "-fp-contract=off",
+              *_cpu_flags(target_cpu), str(ll), "-o", str(obj)], "llc")
 
 
 def runtime_digest() -> str:
@@ -57,15 +79,22 @@ def link(objects: list[Path], extra_sources: list[Path], exe: Path, program: boo
 
 
 def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[Path],
-                 opt_level: int = 0, program: bool = False, cplusplus: bool = False) -> dict[str, float]:
-    """Run the three backend stages; returns seconds per stage."""
+                 opt_level: int = 0, program: bool = False, cplusplus: bool = False,
+                 target_cpu: str | None = None, ir_opt: bool = False) -> dict[str, float]:
+    """Run the backend stages (translate, optionally opt, llc, link); returns seconds per stage."""
     seconds: dict[str, float] = {}
     ll, obj, exe = out_dir / f"{stem}.ll", out_dir / f"{stem}.o", out_dir / stem
     start = time.perf_counter()
     translate(llvm_mlir, ll)
     seconds["translate"] = time.perf_counter() - start
+    code = ll
+    if ir_opt:
+        start = time.perf_counter()
+        code = out_dir / f"{stem}.opt.bc"
+        optimize_ir(ll, code, target_cpu)
+        seconds["opt"] = time.perf_counter() - start
     start = time.perf_counter()
-    llc(ll, obj, opt_level)
+    llc(code, obj, opt_level, target_cpu)
     seconds["llc"] = time.perf_counter() - start
     start = time.perf_counter()
     link([obj], extra_sources, exe, program, cplusplus)

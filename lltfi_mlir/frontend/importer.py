@@ -18,6 +18,7 @@ from mlir.dialects import func
 from ..errors import ModelImportError
 from . import builders as b
 from .onnx_loader import LoadedModel
+from .tiled import AccumulatorSlots, TilePolicy
 
 Handler = Callable[["Importer", onnx.NodeProto], list]
 HANDLERS: dict[str, Handler] = {}
@@ -50,6 +51,12 @@ class ImportConfig:
     # Operator-level injection (TensorFI/PyTorchFI style): every element of every node's float output
     # passes through an opaque identity call, `lltfi_op_f32`, whose results are the fault sites.
     op_hooks: bool = False
+    # "optimized": Conv/Gemm/MatMul as register-tiled vector loops (frontend/tiled.py) that perform
+    # each output element's scalar operations in the reference order; "reference": plain
+    # linalg.generic ops lowered to scalar loops, as the paper's tool does.
+    codegen: str = "optimized"
+    # Lanes per vector in the optimized code (8 x f32 fills an AVX2 register).
+    vector_lanes: int = 8
 
 
 def supported_op_types() -> list[str]:
@@ -136,6 +143,14 @@ class Importer:
         self.values[name] = val
         return val
 
+    @property
+    def optimized(self) -> bool:
+        return self.config.codegen == "optimized"
+
+    @property
+    def tile_policy(self) -> TilePolicy:
+        return TilePolicy(lanes=self.config.vector_lanes)
+
     def shape(self, name: str) -> tuple[int, ...]:
         if name in self.values:
             return b.shape_of(self.values[name])
@@ -171,6 +186,7 @@ class Importer:
             fn = func.FuncOp(self.config.entry, ir.FunctionType.get(in_types, out_types))
             fn.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
             block = fn.add_entry_block()
+            self.slots = AccumulatorSlots(block)
             for name, arg in zip(loaded.inputs, block.arguments):
                 self.values[name] = arg
             with ir.InsertionPoint(block):

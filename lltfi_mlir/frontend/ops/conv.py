@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import onnx
 from mlir import ir
-from mlir.dialects import arith
+from mlir.dialects import arith, memref, vector
 
 from .. import builders as b
+from .. import tiled
 from ..importer import Importer, handler
 from .windows import explicit_pads, window_attrs
 
@@ -43,7 +44,9 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
     w = b.reshape(imp.value(node.input[1]), (group, mg, cg) + tuple(kernel))
 
     acc_shape = (n, group, mg) + tuple(out_spatial)
-    if len(node.input) > 2 and node.input[2]:
+    if imp.optimized:
+        pass
+    elif len(node.input) > 2 and node.input[2]:
         bias = b.reshape(imp.value(node.input[2]), (group, mg))
         acc_rank = len(acc_shape)
         init = b.generic([bias], [b.affine_map(acc_rank, [ir.AffineDimExpr.get(1), ir.AffineDimExpr.get(2)])],
@@ -51,6 +54,13 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
                          [b.PARALLEL] * acc_rank, lambda v, _: v)
     else:
         init = b.fill(acc_shape, 0.0)
+
+    if imp.optimized:
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            bias = b.reshape(imp.value(node.input[2]), (group, mg))
+        y = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations)
+        return [b.reshape(y, out_shape)]
 
     # Loop dims: n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}
     num = 3 + rank + 1 + rank
@@ -65,3 +75,47 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
     y = b.generic([x, w], [x_map, w_map], init, out_map, iterators,
                   lambda xv, wv, acc: arith.addf(acc, arith.mulf(xv, wv)))
     return [b.reshape(y, out_shape)]
+
+
+def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
+                strides: list[int], dilations: list[int]) -> ir.Value:
+    """Rows = output channels (weights broadcast), columns = the last output dim (input vectors).
+
+    Per output element: init (bias or 0), then `acc + x * w` over (c, k_0, ..., k_{r-1}), the
+    reference generic's reduction order and operand order.
+    """
+    n, group, mg = acc_shape[:3]
+    out_spatial = acc_shape[3:]
+    rank = len(out_spatial)
+    cg = b.shape_of(x)[2]
+    kernel = b.shape_of(w)[3:]
+    xb, wb = tiled.as_buffer(x), tiled.as_buffer(w)
+    bb = tiled.as_buffer(bias) if bias is not None else None
+    out = tiled.new_buffer(acc_shape)
+
+    def load_vector(ivs, red, col0, width):
+        c, k = red[0], red[1:]
+        spatial = [tiled.add(tiled.mul(ivs[2 + i], strides[i]), tiled.mul(k[i], dilations[i]))
+                   for i in range(rank - 1)]
+        last = tiled.add(tiled.mul(col0, strides[-1]), tiled.mul(k[-1], dilations[-1]))
+        return tiled.load_strided(xb, [ivs[0], ivs[1], c] + spatial + [last], width, strides[-1])
+
+    def load_scalar(ivs, red, row):
+        return memref.load(wb, [ivs[1], row] + red)
+
+    def load_init(ivs, row, col0, width):
+        if bb is None:
+            return arith.ConstantOp(tiled.vector_type(width),
+                                    ir.DenseElementsAttr.get_splat(tiled.vector_type(width),
+                                                                   ir.FloatAttr.get(b.f32(), 0.0))).result
+        return vector.broadcast(tiled.vector_type(width), memref.load(bb, [ivs[1], row]))
+
+    def store(ivs, row, col0, vec):
+        vector.store(vec, out, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
+
+    tiled.emit(tiled.Contraction(
+        outer=[n, group] + list(out_spatial[:-1]), row_at=2, rows=mg, cols=out_spatial[-1],
+        reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
+        load_init=load_init, store=store,
+        step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
+    return tiled.as_tensor(out)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from mlir.dialects import arith
+from mlir import ir
+from mlir.dialects import arith, memref, vector
 
 from .. import builders as b
+from .. import tiled
 from ..importer import Importer, handler
 
 
@@ -33,6 +35,16 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
                                  lambda v: arith.mulf(v, b.scalar(beta)) if scaled else v, out_shape)
     else:
         init = b.fill(out_shape, 0.0)
+
+    if imp.optimized:
+        w_const = imp.const(node.input[1])
+        if not trans_b:
+            w_kn = w
+        elif w_const is not None:  # pack once at compile time: columns contiguous for vector loads
+            w_kn = imp.pool.constant(np.ascontiguousarray(w_const.astype(np.float32).T), node.input[1] + "_kn")
+        else:
+            w_kn = _transpose(w)
+        return [_tiled_matmul(imp, a, w_kn, init, out_shape, trans_a, alpha)]
 
     def body(av, wv, acc):
         prod = arith.mulf(av, wv)
@@ -66,8 +78,65 @@ def matmul(imp: Importer, node: onnx.NodeProto) -> list:
         return b.affine_map(num, exprs + inner)
 
     full_shape = batch + (a_shape[-2], w_shape[-1])
+    if imp.optimized:
+        y = _tiled_matmul(imp, a, w, b.fill(full_shape, 0.0), full_shape, False, 1.0)
+        return [b.reshape(y, out_shape)]
     y = b.generic([a, w], [operand_map(a_shape, [m, k]), operand_map(w_shape, [k, n])],
                   b.fill(full_shape, 0.0), b.affine_map(num, d[:nb] + [m, n]),
                   [b.PARALLEL] * (nb + 2) + [b.REDUCTION],
                   lambda av, wv, acc: arith.addf(acc, arith.mulf(av, wv)))
     return [b.reshape(y, out_shape)]
+
+
+def _transpose(value: ir.Value) -> ir.Value:
+    rows, cols = b.shape_of(value)
+    d = b.dims(2)
+    return b.generic([value], [b.affine_map(2, [d[1], d[0]])], b.empty((cols, rows)), b.affine_map(2, d),
+                     [b.PARALLEL] * 2, lambda v, _: v)
+
+
+def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_shape: tuple[int, ...],
+                  trans_a: bool, alpha: float) -> ir.Value:
+    """Rows = M (broadcast from `a`), columns = N (vectors of `w`, laid out [..., K, N]).
+
+    Per output element: init, then `acc + a * w` (times alpha when alpha != 1) over k: the
+    reference generic's order and operand order.
+    """
+    out_shape = tuple(out_shape)
+    batch = out_shape[:-2]
+    nb = len(batch)
+    a_shape, w_shape = b.shape_of(a), b.shape_of(w)
+    k_extent = a_shape[-2] if trans_a else a_shape[-1]
+    ab, wb, ib = tiled.as_buffer(a), tiled.as_buffer(w), tiled.as_buffer(init)
+    out = tiled.new_buffer(out_shape)
+
+    def batch_index(shape, ivs):
+        offset = nb - (len(shape) - 2)
+        return [tiled.index(0) if size == 1 and batch[offset + i] != 1 else ivs[offset + i]
+                for i, size in enumerate(shape[:-2])]
+
+    def load_vector(ivs, red, col0, width):
+        return vector.load(tiled.vector_type(width), wb, batch_index(w_shape, ivs) + [red[0], col0])
+
+    def load_scalar(ivs, red, row):
+        inner = [red[0], row] if trans_a else [row, red[0]]
+        return memref.load(ab, batch_index(a_shape, ivs) + inner)
+
+    def load_init(ivs, row, col0, width):
+        return vector.load(tiled.vector_type(width), ib, list(ivs) + [row, col0])
+
+    def store(ivs, row, col0, vec):
+        vector.store(vec, out, list(ivs) + [row, col0])
+
+    def step(acc, av, wv):
+        prod = arith.mulf(av, wv)
+        if alpha != 1.0:
+            splat = ir.DenseElementsAttr.get_splat(wv.type, ir.FloatAttr.get(b.f32(), alpha))
+            prod = arith.mulf(prod, arith.ConstantOp(wv.type, splat).result)
+        return arith.addf(acc, prod)
+
+    tiled.emit(tiled.Contraction(
+        outer=list(batch), row_at=nb, rows=out_shape[-2], cols=out_shape[-1], reduction=[k_extent],
+        load_vector=load_vector, load_scalar=load_scalar, load_init=load_init, store=store, step=step),
+        imp.slots, imp.tile_policy)
+    return tiled.as_tensor(out)
