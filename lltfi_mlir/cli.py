@@ -32,10 +32,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see: {self.prog} --help)")
 
 
-def _add_build_options(p: argparse.ArgumentParser) -> None:
+def _add_build_options(p: argparse.ArgumentParser, default_codegen: str = "optimized") -> None:
     """Options shared by everything that compiles a model (compile, harden)."""
-    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3],
-                   help="llc optimisation level (default 0, as in the LLTFI paper)")
+    p.add_argument("--codegen", choices=["optimized", "reference"], default=default_codegen,
+                   help="optimized: register-tiled vector Conv/Gemm/MatMul, opt -O2, llc -O2 (bit-identical "
+                   "outputs and the same fault sites as reference); reference: scalar loops at llc -O0, as "
+                   f"the LLTFI paper (default {default_codegen})")
+    p.add_argument("--opt-level", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="llc optimisation level (default: 2 for optimized code, 0 for reference code)")
+    p.add_argument("--target-cpu", default="native",
+                   help="CPU to generate code for: native (the host's vector ISA, default), portable, or an "
+                   "LLVM CPU name such as znver3")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
                    help="bind an input's shape (x=1x8x8x1) or a dynamic dimension (batch=4); "
                    "free dimensions default to 1; repeatable")
@@ -88,7 +95,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="campaign database (default: campaign-<hash>.db beside the build)")
     p.add_argument("--timeout", type=float, help="seconds per trial before it counts as a hang "
                    "(default: 50x the golden run, at least 2 s)")
-    p.add_argument("--opt-level", type=int, default=0, choices=[0, 1, 2, 3], help="llc level when compiling")
+    p.add_argument("--codegen", choices=["optimized", "reference"], default="optimized",
+                   help="code generation when compiling an ONNX file (see compile --help)")
+    p.add_argument("--opt-level", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="llc level when compiling (default: 2 optimized, 0 reference)")
     p.add_argument("-o", "--output", help="working directory for the build (default: lltfi-out/<model>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-layer tables")
     p.add_argument("--stdin", help="C/C++ programs: file fed to the program's stdin in every run")
@@ -132,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="", help="comma-separated ONNX node names to protect")
     p.add_argument("--layers", default="", help="comma-separated Type:N (N-th node of that type, 1-based)")
     p.add_argument("-o", "--output", default="hardened", help="output directory (default: hardened)")
-    _add_build_options(p)
+    _add_build_options(p, default_codegen="reference")
 
     p = sub.add_parser("trace", help="draw how one trial's fault travelled (Graphviz DOT, and SVG)",
                        description="Write the operator data-flow graph with the corrupted path highlighted "
@@ -190,7 +200,7 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
         from .compiler import compile_program
 
         with console.status(f"compiling {' '.join(args.model)}"):
-            build = compile_program(args.model, args.output, shlex.split(args.cflags), args.opt_level)
+            build = compile_program(args.model, args.output, shlex.split(args.cflags), args.opt_level or 0)
         total = sum(build.manifest["seconds"].values())
         console.print(f"compiled {' '.join(args.model)} -> {build.executable} in {total:.2f} s "
                       f"(run it as the original program; inject with: lltfi-mlir inject {args.output} -- ARGS)")
@@ -198,7 +208,8 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
     if len(args.model) != 1:
         raise UsageError("give one ONNX model, or only C/C++ source files")
     args.model = args.model[0]
-    options = CompileOptions(opt_level=args.opt_level, shapes=parse_shape_overrides(args.shape))
+    options = CompileOptions(codegen=args.codegen, opt_level=args.opt_level, target_cpu=args.target_cpu,
+                             shapes=parse_shape_overrides(args.shape))
     with console.status(f"compiling {args.model}"):
         build = compile_onnx(args.model, args.output, options)
     seconds = build.manifest["seconds"]
@@ -249,7 +260,11 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
     if args.sid == "od" and args.correct != "min":
         raise UsageError("--sid od combines the two copies with ONNX Min: use --correct min")
     sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
-    options = CompileOptions(opt_level=args.opt_level, shapes=parse_shape_overrides(args.shape), sid=sid)
+    if args.sid != "od" and args.codegen != "reference":
+        raise UsageError(f"--sid {args.sid} duplicates scalar instructions: use --codegen reference "
+                         "(vector code is not supported by AID/ACD yet)")
+    options = CompileOptions(codegen=args.codegen, opt_level=args.opt_level, target_cpu=args.target_cpu,
+                             shapes=parse_shape_overrides(args.shape), sid=sid)
     with console.status(f"hardening {args.model}"):
         build = compile_onnx(args.model, args.output, options)
     report = build.manifest["sid"]
@@ -297,7 +312,7 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         campaign = Campaign.from_build(target, config, args.inputs, **kwargs)
     else:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
-                                      **kwargs)
+                                      codegen=args.codegen, **kwargs)
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
     if campaign.planned_trials is not None:
         console.print(f"margin {args.margin}: planned {campaign.planned_trials} trials (Leveugle et al. 2009); "

@@ -105,6 +105,12 @@ def backend_settings(codegen: str, opt_level: int | None, target_cpu: str) -> di
     return {"opt_level": opt_level, "target_cpu": target_cpu, "ir_opt": codegen == "optimized"}
 
 
+def options_of_build(manifest: dict) -> dict:
+    """The code-generation options a build was made with (recompiles of it must match)."""
+    return {"codegen": manifest.get("codegen", "reference"), "opt_level": manifest["opt_level"],
+            "target_cpu": manifest.get("target_cpu") or "portable"}
+
+
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
     """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
@@ -135,7 +141,10 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                                                                op_hooks=options.op_hooks, codegen=options.codegen))
         seconds["import"] = time.perf_counter() - start
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
-            module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16)
+            # Weights are dense resources, printed in the trailing blob section unless elided by size
+            # (large_elements_limit alone does not reach them: 1.1 GB of hex for VGG16).
+            module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16,
+                                   large_resource_limit=16)
         lowering = lower_to_llvm(module)
         seconds["passes"] = lowering.seconds["passes"]
         if options.sid is not None and options.sid.technique in ("aid", "acd"):

@@ -38,9 +38,9 @@ class InstrumentedBuild:
     units: list = None  # per versioning unit: {site id: instances per entry}
 
 
-def _selector_key(selector: SiteSelector, opt_level: int, module_text: bytes) -> str:
+def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes) -> str:
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
-    payload["opt_level"] = opt_level
+    payload["backend"] = backend
     payload["module"] = hashlib.sha256(module_text).hexdigest()  # a rebuilt model invalidates the cache
     payload["runtime"] = runtime_digest()  # so does a changed C runtime
     payload["version"] = 3
@@ -49,9 +49,12 @@ def _selector_key(selector: SiteSelector, opt_level: int, module_text: bytes) ->
 
 def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None = None) -> InstrumentedBuild:
     """Instrument `build` for the given selection (cached); raises UsageError if nothing is selected."""
-    opt_level = build.manifest["opt_level"] if opt_level is None else opt_level
+    # The instrumented copy is compiled like its build: vector code stays vector code, and the
+    # optimizer runs on the fast paths (the countdown checks keep the instance accounting exact).
+    backend = {"opt_level": build.manifest["opt_level"] if opt_level is None else opt_level,
+               "target_cpu": build.manifest.get("target_cpu"), "ir_opt": build.manifest.get("ir_opt", False)}
     source = build.directory / f"{STEM}.llvm.mlir"
-    out = build.directory / f"fi-{_selector_key(selector, opt_level, source.read_bytes())}"
+    out = build.directory / f"fi-{_selector_key(selector, backend, source.read_bytes())}"
     table_path = out / "sites.json"
     exe = out / STEM
     if table_path.exists() and exe.exists():
@@ -71,7 +74,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     glue = out / "glue.c"
     if build.is_program:
         glue.write_text(generate_program_glue(len(result.sites), len(result.units)))
-        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], opt_level, program=True,
+        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], backend["opt_level"], program=True,
                                cplusplus=build.manifest.get("language") == "c++")
     else:
         inputs = [(t.name, t.shape) for t in build.inputs]
@@ -79,7 +82,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
         glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites),
                                       len(result.units)))
         seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"],
-                               opt_level)
+                               **backend)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
              "units": result.units, "seconds": seconds}

@@ -7,6 +7,9 @@
  * Exit status: 0 success, 2 bad input (missing file, wrong shape or dtype), 1 other failure.
  */
 #include <stdio.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +37,20 @@ void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int
   }
 }
 
+/* Frees what one run returned: each distinct `allocated` pointer once, never a model input nor a
+ * constant global (finalize-memref-to-llvm gives those the allocated pointer 0xdeadbeef). The
+ * deallocation pipeline clones results that would alias an input or a global, and the importer
+ * copies repeated results; the checks keep the glue safe should a lowering return an alias anyway. */
+void lltfi_free_results(float *const *allocated, int n, float *const *inputs) {
+  for (int i = 0; i < n; i++) {
+    float *p = allocated[i];
+    int skip = p == NULL || p == (float *)(uintptr_t)0xdeadbeef;
+    for (int j = 0; !skip && j < lltfi_num_inputs; j++) skip = p == inputs[j];
+    for (int j = 0; !skip && j < i; j++) skip = p == allocated[j];
+    if (!skip) free(p);
+  }
+}
+
 static void shape_str(char *buf, size_t len, const int64_t *shape, int rank) {
   size_t n = 0;
   buf[0] = 0;
@@ -52,6 +69,12 @@ int lltfi_profile_main(const char *list, int repeat);
 int lltfi_serve_main(const char *list);
 
 int main(int argc, char **argv) {
+#ifdef __GLIBC__
+  /* Keep freed tensor buffers in the heap for the next inference: glibc would otherwise mmap and
+   * munmap every buffer above 128 KB, and page faults on fresh pages cost more than the model. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
   if (argc >= 4 && !strcmp(argv[1], "--profile") && !strcmp(argv[2], "--inputs-list"))
     return lltfi_profile_main(argv[3], argc >= 6 && !strcmp(argv[4], "--repeat") ? atoi(argv[5]) : 3);
   if (argc >= 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--inputs-list"))

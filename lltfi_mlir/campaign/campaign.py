@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..build import Build
-from ..compiler import CompileOptions, compile_onnx
+from ..compiler import CompileOptions, compile_onnx, options_of_build
 from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import UsageError
 from ..frontend.importer import OP_HOOK
@@ -98,7 +98,7 @@ class Campaign:
     @classmethod
     def from_onnx(cls, model: str | Path, config: CampaignConfig | str | Path | None = None,
                   inputs: str | Path | None = None, out_dir: str | Path | None = None,
-                  opt_level: int = 0, **kwargs) -> Campaign:
+                  opt_level: int | None = None, codegen: str = "optimized", **kwargs) -> Campaign:
         model = Path(model)
         config = config if isinstance(config, CampaignConfig) else load_config(config)
         # Exported models are often all called model.onnx: name the work directory after the folder.
@@ -108,12 +108,14 @@ class Campaign:
         build = None
         if (build_dir / "manifest.json").exists():
             build = Build(build_dir)
-            same = (build.manifest.get("source") == str(model) and build.manifest["opt_level"] == opt_level
+            same = (build.manifest.get("source") == str(model)
+                    and build.manifest.get("codegen", "reference") == codegen
+                    and opt_level in (None, build.manifest["opt_level"])
                     and build.manifest.get("source_mtime") == model.stat().st_mtime)
             if not same:
                 build = None
         if build is None:
-            build = compile_onnx(model, build_dir, CompileOptions(opt_level=opt_level))
+            build = compile_onnx(model, build_dir, CompileOptions(codegen=codegen, opt_level=opt_level))
             manifest = dict(build.manifest, source_mtime=model.stat().st_mtime)
             (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
             build = Build(build_dir)
@@ -226,7 +228,7 @@ class Campaign:
             traced = Build(directory)
             if traced.manifest.get("model_hash") == self.identity["model"]:
                 return traced
-        compile_options = CompileOptions(opt_level=self.build.manifest["opt_level"],
+        compile_options = CompileOptions(**options_of_build(self.build.manifest),
                                          shapes={t.name: t.shape for t in self.build.inputs}, **options)
         traced = compile_onnx(source, directory, compile_options)
         manifest = dict(traced.manifest, model_hash=self.identity["model"])
