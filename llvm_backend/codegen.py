@@ -23,10 +23,17 @@ def _cpu_flags(target_cpu: str | None) -> list[str]:
     return [f"-mcpu={target_cpu}"]
 
 
+# What the tiled code and the scalar loops need, at a fraction of -O2's time on one huge function
+# (ResNet-50: 1.9 s against 6.5-12 s, same speed): SROA promotes the accumulator allocas to
+# registers, LICM hoists address arithmetic, the loop vectorizer handles elementwise loops. No pass
+# here may change a floating-point result: without fast-math flags LLVM never reassociates or fuses.
+IR_PIPELINE = ("function(sroa,early-cse,instcombine,simplifycfg,loop-mssa(licm),loop(loop-rotate),"
+               "loop-vectorize,instcombine,simplifycfg)")
+
+
 def optimize_ir(ll: Path, out_bc: Path, target_cpu: str | None) -> None:
-    """`opt -O2` without fast-math flags: IEEE semantics hold, so no reassociation or contraction."""
-    run_tool([tool_path("opt"), "-O2", f"-mtriple={host_triple()}", *_cpu_flags(target_cpu), str(ll),
-              "-o", str(out_bc)], "opt")
+    run_tool([tool_path("opt"), f"-passes={IR_PIPELINE}", f"-mtriple={host_triple()}", *_cpu_flags(target_cpu),
+              str(ll), "-o", str(out_bc)], "opt")
 
 
 def host_triple() -> str:
