@@ -30,7 +30,7 @@ from lltfi_mlir.dialect_passes.sites import SiteSelector
 from rich.console import Console
 from rich.table import Table
 
-from lltfi_mlir import compile_onnx
+from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.campaign.profile import run_profile, write_inputs_list
 from lltfi_mlir.instrument import instrument_build
@@ -64,10 +64,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300, help="campaign trials per model")
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--models", nargs="*", help="example names (default: all)")
+    parser.add_argument("--codegen", choices=["optimized", "reference"], default="optimized")
     args = parser.parse_args()
     console = Console(width=160)
     tmp = Path(tempfile.mkdtemp(prefix="lltfi-overhead-"))
-    table = Table(title=f"instrumentation overhead (llc -O0; medians of {args.rounds} interleaved rounds) and "
+    table = Table(title=f"instrumentation overhead (--codegen {args.codegen}; medians of {args.rounds} interleaved rounds) and "
                         f"campaign throughput (jobs={args.jobs})")
     for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "instructions +",
                 "check run us", "trials/s", "ideal trials/s", "of ideal"]:
@@ -79,7 +80,7 @@ def main() -> None:
         name = model.parent.name
         inputs = [sorted((model.parent / "inputs").glob("*.npy"))[0]]
         with console.status(f"{name}: compile and instrument"):
-            build = compile_onnx(model, tmp / name / "build")
+            build = compile_onnx(model, tmp / name / "build", CompileOptions(codegen=args.codegen))
             inst = instrument_build(build, SiteSelector())
         plain, instr = [], []
         with console.status(f"{name}: timing"):

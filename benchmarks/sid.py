@@ -59,7 +59,7 @@ def main() -> None:
         inputs = model.parent / "inputs"
         x = sorted(inputs.glob("*.npy"))[0]
         with console.status(f"{name}: unprotected campaign"):
-            plain = compile_onnx(model, tmp / name / "plain")
+            plain = compile_onnx(model, tmp / name / "plain", CompileOptions(codegen="reference"))
             base = Campaign.from_build(plain.directory, config, inputs, db=tmp / name / "plain.db").run(
                 args.trials, progress=False)["outcomes"]["sdc"]
         for technique, correction in COMBINATIONS:

@@ -17,14 +17,23 @@ from mlir.dialects import linalg
 
 from ..errors import PassError
 from ..llvm_backend.toolchain import tool_path
+from .expand_deallocs import ExpandDeallocsPass
 from .named_op_locations import PropagateNamedOpLocationsPass
 
+# Ownership-based deallocation (upstream's buffer-deallocation-pipeline): every buffer is freed
+# inside the model except the results, whose ownership passes to the caller (cloned when they
+# would alias an argument or a global); the glue frees them after copying. Without it each
+# inference leaks its buffers (~66 KB for LeNet), which `--repeat` and profiling accumulate.
+# The deallocation steps are upstream's buffer-deallocation-pipeline, split where ExpandDeallocsPass
+# runs (see expand_deallocs.py).
 BUFFERIZE = (
     "one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},"
-    "canonicalize,cse"
+    "canonicalize,cse,expand-realloc{emit-deallocs=false},canonicalize,ownership-based-buffer-deallocation,"
+    "canonicalize,buffer-deallocation-simplification"
 )
+LOWER_DEALLOCS = "bufferization-lower-deallocations,cse,canonicalize,convert-bufferization-to-memref"
 TO_LLVM = (
-    "convert-linalg-to-loops,lower-affine,convert-scf-to-cf,expand-strided-metadata,"
+    "convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,expand-strided-metadata,"
     "finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,"
     "convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts,canonicalize"
 )
@@ -77,6 +86,8 @@ def lower_to_llvm(module: ir.Module) -> LoweringResult:
     start = time.perf_counter()
     PropagateNamedOpLocationsPass().apply(module)
     run_pipeline(module, BUFFERIZE, "bufferization")
+    ExpandDeallocsPass().apply(module)
+    run_pipeline(module, LOWER_DEALLOCS, "lowering deallocations")
     result.copies_rewritten = rewrite_memref_copies(module)
     run_pipeline(module, TO_LLVM, "lowering to LLVM")
     result.seconds["passes"] = time.perf_counter() - start

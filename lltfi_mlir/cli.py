@@ -260,9 +260,6 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
     if args.sid == "od" and args.correct != "min":
         raise UsageError("--sid od combines the two copies with ONNX Min: use --correct min")
     sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
-    if args.sid != "od" and args.codegen != "reference":
-        raise UsageError(f"--sid {args.sid} duplicates scalar instructions: use --codegen reference "
-                         "(vector code is not supported by AID/ACD yet)")
     options = CompileOptions(codegen=args.codegen, opt_level=args.opt_level, target_cpu=args.target_cpu,
                              shapes=parse_shape_overrides(args.shape), sid=sid)
     with console.status(f"hardening {args.model}"):

@@ -19,8 +19,9 @@ from .build import Build
 from .dialect_passes.lowering import lower_to_llvm
 from .dialect_passes.sites import NodeInfo
 from .errors import UsageError
-from .frontend.importer import ImportConfig, check_supported, import_model
-from .frontend.onnx_loader import LoadedModel, load_onnx, prepare
+from .frontend.importer import ImportConfig, check_operators, check_supported, import_model
+from .frontend.onnx_loader import LoadedModel, open_model, prepare
+from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import build_native
 from .llvm_backend.glue import generate_glue
 from .llvm_backend.weights import externalize_weights, write_weights_assembly
@@ -46,7 +47,8 @@ class CompileOptions:
     # "optimized": register-tiled vector Conv/Gemm/MatMul, `opt -O2` and llc -O2 for the host CPU;
     # every output element keeps the reference's scalar operations and their order (bit-identical).
     # "reference": the scalar linalg lowering at llc -O0, as the paper's tool compiles.
-    codegen: str = "optimized"
+    # None: optimized, except under AID/ACD, which duplicate scalar instructions (reference).
+    codegen: str | None = None
     # llc optimisation level; None = 2 for optimized code, 0 (the paper's) for reference code.
     opt_level: int | None = None
     # CPU for llc/opt: "native" (the host's vector ISA) or "portable" (the target's baseline).
@@ -114,23 +116,27 @@ def options_of_build(manifest: dict) -> dict:
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
     """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
-    backend = backend_settings(options.codegen, options.opt_level, options.target_cpu)
+    scalar_sid = options.sid is not None and options.sid.technique in ("aid", "acd")
+    codegen = options.codegen or ("reference" if scalar_sid else "optimized")
+    if scalar_sid and codegen != "reference":
+        raise UsageError(f"--sid {options.sid.technique} duplicates scalar instructions: use --codegen reference "
+                         "(AID/ACD of vector code is not supported yet)")
+    backend = backend_settings(codegen, options.opt_level, options.target_cpu)
     out_dir = Path(out_dir)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    source = open_model(model)  # the graph, named; its weights are read by prepare()
     sid_report: dict = {}
     if options.sid is not None and options.sid.technique == "od":
-        from .frontend.onnx_loader import name_nodes
         from .sid import duplicate_operators
 
-        named = onnx.ModelProto()
-        named.CopyFrom(proto)
-        name_nodes(named)
-        proto, count = duplicate_operators(named, options.sid.operators, options.sid.nodes, options.sid.correction)
+        hardened, count = duplicate_operators(source.model, options.sid.operators, options.sid.nodes,
+                                              options.sid.correction)
+        source = OnnxSource(hardened, source.weights)
         sid_report = {"technique": "od", "correction": options.sid.correction, "duplicated_nodes": count,
                       "checks": count}
-    loaded = prepare(proto, options.shapes)
+    check_operators(source)  # before any weight is read: a refusal costs milliseconds
+    loaded = prepare(source, options.shapes)
     check_supported(loaded)  # before any compilation work or output files
     seconds["load"] = time.perf_counter() - start
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,13 +144,14 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     with ir.Context(), ir.Location.unknown():
         start = time.perf_counter()
         module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace,
-                                                               op_hooks=options.op_hooks, codegen=options.codegen))
+                                                               op_hooks=options.op_hooks, codegen=codegen))
         seconds["import"] = time.perf_counter() - start
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
-            # Weights are dense resources, printed in the trailing blob section unless elided by size
-            # (large_elements_limit alone does not reach them: 1.1 GB of hex for VGG16).
+            # Weights are dense resources: a top-level print appends them all as hex (1.1 GB for
+            # VGG16), and large_resource_limit elides them only after hexing each one (6x its size in
+            # transient memory). A local-scope print has no resource section; locations go inline.
             module.operation.print(file=handle, enable_debug_info=True, large_elements_limit=16,
-                                   large_resource_limit=16)
+                                   use_local_scope=True)
         lowering = lower_to_llvm(module)
         seconds["passes"] = lowering.seconds["passes"]
         if options.sid is not None and options.sid.technique in ("aid", "acd"):
@@ -166,10 +173,10 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     manifest = {
         "format": 1,
         "source": str(model) if not isinstance(model, onnx.ModelProto) else "<in-memory model>",
-        "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+        "producer": f"{source.model.producer_name} {source.model.producer_version}".strip(),
         "opset": loaded.opset,
         "entry": options.entry,
-        "codegen": options.codegen,
+        "codegen": codegen,
         **backend,
         "executable": STEM,
         "inputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in inputs],

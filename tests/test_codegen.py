@@ -162,5 +162,81 @@ def test_codegen_options_are_checked(tmp_path):
         compile_onnx(model, tmp_path / "a", CompileOptions(codegen="fast"))
     with pytest.raises(UsageError, match="--target-cpu"):
         compile_onnx(model, tmp_path / "b", CompileOptions(target_cpu="x; rm -rf /"))
+    from lltfi_mlir.compiler import SidOptions
+
+    with pytest.raises(UsageError, match="--codegen reference"):
+        compile_onnx(model, tmp_path / "d", CompileOptions(codegen="optimized", sid=SidOptions("aid")))
     portable = compile_onnx(model, tmp_path / "c", CompileOptions(target_cpu="portable"))
     assert portable.manifest["target_cpu"] == "portable"
+
+
+# -- fault sites: the same instances, counted the same, with the same outcomes ----------------------
+
+def _campaign_rows(db: Path) -> list[tuple]:
+    import sqlite3
+
+    query = "SELECT bit, outcome, value_before, value_after FROM trials"
+    return sorted(sqlite3.connect(db).execute(query).fetchall())
+
+
+def _exhaustive(model_path: Path, inputs: Path, tmp_path: Path, codegen: str):
+    from lltfi_mlir.campaign import Campaign, CampaignConfig
+
+    db = tmp_path / f"{codegen}.db"
+    campaign = Campaign.from_onnx(model_path, CampaignConfig(), inputs, out_dir=tmp_path / codegen, db=db, jobs=2,
+                                  codegen=codegen)
+    return campaign, campaign.run(exhaustive=True, progress=False), _campaign_rows(db)
+
+
+def _tiny_conv(tmp_path: Path) -> tuple[Path, Path]:
+    model = conv_model(2, 3, 5, 3, 1, 1, (0, 0), 1, True)  # 3 x 3 x 3 outputs, 18 products each
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, path)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 2, 5, 5)).astype(np.float32))
+    return path, tmp_path / "inputs"
+
+
+def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
+    path = tmp_path / "gemm.onnx"
+    onnx.save(gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), path)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((2, 5)).astype(np.float32))
+    return path, tmp_path / "inputs"
+
+
+@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv], ids=["gemm", "conv"])
+def test_exhaustive_outcomes_identical(make, tmp_path):
+    """Every (instance, bit) of the reference build exists once in the optimized build, with the same
+    value before and after the fault and the same outcome: only the numbering order differs."""
+    path, inputs = make(tmp_path)
+    ref_campaign, ref, ref_rows = _exhaustive(path, inputs, tmp_path, "reference")
+    opt_campaign, opt, opt_rows = _exhaustive(path, inputs, tmp_path, "optimized")
+    assert any(s.lanes > 1 for s in opt_campaign.instrumented.sites)
+    assert ref["trials"] == opt["trials"] > 0
+    assert {k: v["count"] for k, v in ref["outcomes"].items()} == {k: v["count"] for k, v in opt["outcomes"].items()}
+    assert ref_rows == opt_rows
+
+
+def _site_totals(campaign) -> dict[tuple, int]:
+    totals: dict[tuple, int] = {}
+    for site, count in zip(campaign.instrumented.sites, campaign.profiles[0].site_counts):
+        key = (site.node, site.opcode, site.register, site.type)
+        totals[key] = totals.get(key, 0) + count
+    return totals
+
+
+def test_profile_counts_per_site_equal_reference(tmp_path):
+    """Per (operator node, opcode, register, type): the dynamic counts of both builds agree, on a model
+    with Conv, Relu, MaxPool, Gemm and Softmax."""
+    from lltfi_mlir.campaign import Campaign, CampaignConfig
+
+    model = EXAMPLES / "lenet_fmnist" / "model.onnx"
+    counts = {}
+    for codegen in ("reference", "optimized"):
+        campaign = Campaign.from_onnx(model, CampaignConfig(), out_dir=tmp_path / codegen,
+                                      db=tmp_path / f"{codegen}.db", codegen=codegen)
+        campaign.prepare()
+        counts[codegen] = _site_totals(campaign)
+    assert counts["optimized"] == counts["reference"]
+    assert sum(counts["reference"].values()) > 100_000

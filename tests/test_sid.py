@@ -30,7 +30,8 @@ COMBINATIONS = [("aid", "and"), ("aid", "min"), ("aid", "none"), ("acd", "and"),
 @pytest.mark.parametrize("technique, correction", COMBINATIONS)
 def test_fault_free_output_is_bit_identical(technique, correction, opt_level, tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
-    plain = compile_onnx(tiny_cnn(), tmp_path / "plain", CompileOptions(opt_level=opt_level)).run([x])[0]
+    plain = compile_onnx(tiny_cnn(), tmp_path / "plain",
+                         CompileOptions(codegen="reference", opt_level=opt_level)).run([x])[0]
     sid = SidOptions(technique, correction)  # every operator
     hardened = compile_onnx(tiny_cnn(), tmp_path / "h", CompileOptions(opt_level=opt_level, sid=sid))
     assert hardened.manifest["sid"]["checks"] > 0
@@ -45,7 +46,7 @@ def test_duplicates_survive_llc_O2(technique, tmp_path):
         text = subprocess.run(["objdump", "-d", str(build_dir / "model.o")], capture_output=True, text=True).stdout
         return text.count("mulss")
 
-    compile_onnx(tiny_cnn(), tmp_path / "plain", CompileOptions(opt_level=2))
+    compile_onnx(tiny_cnn(), tmp_path / "plain", CompileOptions(codegen="reference", opt_level=2))
     sid = SidOptions(technique, "and", operators=frozenset({"Conv"}))
     compile_onnx(tiny_cnn(), tmp_path / "h", CompileOptions(opt_level=2, sid=sid))
     assert multiplies(tmp_path / "h") == multiplies(tmp_path / "plain") + 1  # the Conv's fmul, twice
@@ -56,7 +57,7 @@ def test_hardening_cuts_conv_sdc_rate(tmp_path):
     vs AID-and, with non-overlapping 95% intervals."""
     model = EXAMPLES / "cnn_fmnist" / "model.onnx"
     config = CampaignConfig(selector=SiteSelector(operators=frozenset({"Conv"})), seed=5)
-    plain = compile_onnx(model, tmp_path / "plain")
+    plain = compile_onnx(model, tmp_path / "plain", CompileOptions(codegen="reference"))
     hardened = compile_onnx(model, tmp_path / "aid", CompileOptions(sid=SidOptions("aid", "and",
                                                                                    frozenset({"Conv"}))))
     rates = {}
