@@ -4,7 +4,7 @@ Upstream's `bufferization-lower-deallocations` lowers such an op (a graph functi
 function per ONNX node ends with one: every node's result, retaining the returned tensor) into a
 library helper over `memref<?xi1>` buffers, and `finalize-memref-to-llvm` 22.1.8 asserts on i1
 stores. This rewrite gives the same semantics with pointer comparisons instead: buffer i is freed
-when its condition holds, it is not a retained buffer, and no earlier entry already freed it.
+when its condition holds and it is not a retained buffer (each listed value is freed once).
 """
 
 from __future__ import annotations
@@ -43,9 +43,12 @@ def _expand(op: ir.Operation) -> None:
                 same = arith.cmpi(arith.CmpIPredicate.eq, ptr, r_ptr)
                 updated[j] = arith.ori(updated[j], arith.andi(cond, same))
                 free = arith.andi(free, arith.cmpi(arith.CmpIPredicate.ne, ptr, r_ptr))
+            # Entries are distinct allocations (callees return owned, fresh buffers: the ownership
+            # pass clones any alias of an argument), except when the same value is listed twice.
             for k in range(i):
-                earlier = arith.andi(conditions[k], arith.cmpi(arith.CmpIPredicate.eq, ptr, ptrs[k]))
-                free = arith.andi(free, arith.xori(earlier, arith.constant(ir.IntegerType.get_signless(1), 1)))
+                if memrefs[k] == m:
+                    true = arith.constant(ir.IntegerType.get_signless(1), 1)
+                    free = arith.andi(free, arith.xori(conditions[k], true))
             branch = scf.IfOp(free)
             with ir.InsertionPoint(branch.then_block):
                 memref.dealloc(m)

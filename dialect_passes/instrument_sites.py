@@ -1,35 +1,64 @@
-"""Instrument fault sites with per-basic-block versioning.
+"""Instrument fault sites with versioning units: loop nests with exact counts, else basic blocks.
 
-Every block that holds n selected site instances is split into
+A versioning unit holding n selected site instances per entry becomes
   check:  r = lltfi_fi_remaining; enter = r < n; lltfi_fi_remaining = enter ? r : r - n
-          cond_br enter, ^slow, ^fast
+          cond_br enter, ^cold, ^fast
   fast:   the original instructions, untouched
-  slow:   a clone in which each site's value passes through `lltfi_fi_<type>(site, value)`
-so a run costs one load/compare/store per block execution, and the C hook (which injects, counts
-for profiling, or traces) is called only during the one block execution that holds the target
-instance. `lltfi_fi_remaining` counts selected dynamic instances still to skip: the hook at the
-instance where it reads 0 is exactly the k-th selected dynamic instance.
+  cold:   a copy in which each site's value passes through `lltfi_fi_<type>(site, value)`
+so a run costs one load/compare/store per unit entry, and the C hook (which injects, counts for
+profiling, or traces) is called only during the one unit execution that holds the target instance.
+`lltfi_fi_remaining` counts selected dynamic instances still to skip: the hook at the instance
+where it reads 0 is exactly the k-th selected dynamic instance. A unit is a loop nest whose
+instances per entry are a compile-time constant (loop_nests.py), checked in its preheader; any
+other site block is a unit of its own. Each unit entry also does `lltfi_unit_counts[unit] += 1`,
+so a golden run yields the profile without calling any hook.
 
 Blocks whose values are used outside the block cannot be cloned without SSA repair; their sites
-call the hook unconditionally (counted in the result as `inline_blocks`).
+call the hook unconditionally (counted in the result as `inline_blocks`). With `versioning=False`
+every site does: the plain program-order enumeration, which a versioned build must reproduce
+instance for instance (units are entered and left whole, so unit order is program order).
+
+Control-flow facts (reverse post-order, dominators, loops) are computed once per function before
+it is rewritten, and sites are numbered in reverse post-order: the result does not depend on how
+the blocks are laid out in the text.
+
+Vector sites. An op on `vector<L x T>` (T a scalar type) is one static site with `lanes = L` and
+`type = T`: each execution is L instances, one per lane; together they are the scalar build's
+instances, enumerated in the vector code's order. Unit counts are in lanes; in the cold copies
+lane 0..L-1, in that order, goes through the scalar hook (extractelement, lltfi_fi_<T>,
+insertelement) and the rebuilt vector replaces the result (or the source operand).
+
+A second application. Everything the pass inserts carries `lltfi.inserted`, and each site op
+records its ids as `lltfi.sites = {register = id}`. Applying the pass again first strips the
+previous instrumentation (checks become branches to the fast path, cold copies are deleted, hooks
+are bypassed), keeps the previous sites with their ids, numbers newly selected sites after them,
+and instruments the union exactly as one application would. Stacking a second instrumentation on
+the first cannot stay exact with one shared countdown: a unit's fast path would subtract the first
+application's instances before the second's, while its cold copy hooks them in program order.
+The result of a second application describes the whole module (all sites, units renumbered).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mlir import ir
 from mlir.dialects import llvm
 
-from .loop_nests import Loop, block_multiplicities, compute_counts, escapes, find_loops
-from .sites import NodeInfo, Site, SiteSelector, SiteTable, node_name_of, opcode_of, source_of, type_name
+from .loop_nests import Cfg, Loop, analyze, block_multiplicities, compute_counts, escapes, result_users
+from .sites import NodeInfo, Site, SiteSelector, lanes_of, node_name_of, opcode_of, source_of, type_name
 
 REMAINING = "lltfi_fi_remaining"
 UNIT_COUNTS = "lltfi_unit_counts"  # defined by the generated glue, one i64 per versioning unit
+INSERTED = "lltfi.inserted"        # marks every op this pass creates (never a site; stripped on re-application)
+SITE_IDS = "lltfi.sites"           # on a site op: {register = site id}
 _NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
           "llvm.mlir.poison", "llvm.alloca", "llvm.return", "llvm.br", "llvm.cond_br", "llvm.switch",
           "llvm.unreachable", "llvm.intr.dbg.declare", "llvm.intr.dbg.value", "llvm.intr.dbg.label"}
+# Vectors of these element types go through memory to one `lltfi_fi_lanes_<type>(site, ptr, n)`
+# call (i1 and pointer vectors have no plain C array layout: they go lane by lane).
+_LANE_HOOKS = frozenset({"f32", "f64", "i8", "i16", "i32", "i64"})
 # Site type -> (hook suffix, LLVM type of the hook's value); i1 travels as i8 (C has no i1).
 _HOOKS = {"f32": ("f32", "f32"), "f64": ("f64", "f64"), "i1": ("i1", "i8"), "i8": ("i8", "i8"),
           "i16": ("i16", "i16"), "i32": ("i32", "i32"), "i64": ("i64", "i64"), "!llvm.ptr": ("ptr", "!llvm.ptr")}
@@ -45,28 +74,19 @@ class InstrumentResult:
     # Versioning units (a loop nest or a block): site id -> instances per entry of the unit. The
     # profile multiplies each unit's entry count by these, so it needs no per-instance hook.
     units: list[dict[int, int]] = field(default_factory=list)
+    kept_sites: int = 0  # sites of a previous application, re-instrumented with their ids
 
 
 def _hook_name(tname: str) -> str:
     return f"lltfi_fi_{_HOOKS[tname][0]}"
 
 
-def _declare_runtime(module: ir.Module, types: set[str]) -> None:
-    """Declare the counter global and the hooks once per module (symbol table first)."""
-    existing = {ir.StringAttr(op.attributes["sym_name"]).value for op in module.body.operations
-                if "sym_name" in op.attributes}
-    decls = []
-    if REMAINING not in existing:
-        decls.append(f"llvm.mlir.global external @{REMAINING}() {{addr_space = 0 : i32}} : i64")
-    for t in sorted(types):
-        name = _hook_name(t)
-        if name in existing:
-            continue
-        llvm_t = _HOOKS[t][1]
-        decls.append(f"llvm.func @{name}(i32, {llvm_t}) -> {llvm_t}")
-        existing.add(name)
-    if not decls:
-        return
+def _mark(op: ir.OpView) -> ir.OpView:
+    op.operation.attributes[INSERTED] = ir.UnitAttr.get()
+    return op
+
+
+def _declare(module: ir.Module, decls: list[str]) -> None:
     parsed = ir.Module.parse("\n".join(decls), context=module.context)
     first = module.body.operations[0] if len(module.body.operations) else None
     for op in list(parsed.body.operations):
@@ -76,46 +96,203 @@ def _declare_runtime(module: ir.Module, types: set[str]) -> None:
             module.body.append(op.operation)
 
 
+def _declare_runtime(module: ir.Module, types: set[str], units: int) -> None:
+    """Declare the counters and hooks once per module (symbol table first); size the unit counters."""
+    table = ir.SymbolTable(module.operation)
+    decls = []
+    if REMAINING not in table:
+        decls.append(f"llvm.mlir.global external @{REMAINING}() {{addr_space = 0 : i32}} : i64")
+    for t in sorted(types):
+        if _hook_name(t) not in table:
+            llvm_t = _HOOKS[t][1]
+            decls.append(f"llvm.func @{_hook_name(t)}(i32, {llvm_t}) -> {llvm_t}")
+        if t in _LANE_HOOKS and _lanes_hook_name(t) not in table:
+            decls.append(f"llvm.func @{_lanes_hook_name(t)}(i32, !llvm.ptr, i32)")
+    array = f"!llvm.array<{max(1, units)} x i64>"  # the glue defines the array, one i64 per unit
+    if UNIT_COUNTS in table:  # a previous application's: resize in place
+        table[UNIT_COUNTS].attributes["global_type"] = ir.TypeAttr.get(ir.Type.parse(array))
+    else:
+        decls.append(f"llvm.mlir.global external @{UNIT_COUNTS}() {{addr_space = 0 : i32}} : {array}")
+    if decls:
+        _declare(module, decls)
+
+
+def _lanes_hook_name(tname: str) -> str:
+    return f"lltfi_fi_lanes_{tname}"
+
+
 def _i(width: int, value: int) -> ir.Value:
     t = ir.IntegerType.get_signless(width)
-    return llvm.ConstantOp(t, ir.IntegerAttr.get(t, value)).result
-
-
-def _hook_call(site: Site, value: ir.Value) -> tuple[ir.Value, ir.Operation]:
-    """value' = lltfi_fi_<type>(site, value), widening i1 to i8 for the C ABI.
-
-    Returns the new value and the first inserted op that reads `value`."""
-    arg = value
-    if site.type == "i1":
-        arg = llvm.ZExtOp(ir.IntegerType.get_signless(8), value).result
-    call = llvm.CallOp(arg.type, [_i(32, site.id), arg], [], [],
-                       callee=ir.FlatSymbolRefAttr.get(_hook_name(site.type)))
-    result = call.result
-    if site.type == "i1":
-        result = llvm.TruncOp(value.type, result, ir.Attribute.parse("#llvm.overflow<none>")).result
-    return result, arg.owner.operation if site.type == "i1" else call.operation
+    return _mark(llvm.ConstantOp(t, ir.IntegerAttr.get(t, value))).result
 
 
 def _count_unit(unit: int) -> None:
     """lltfi_unit_counts[unit] += 1: entries of a versioning unit, for the profile."""
     i64 = ir.IntegerType.get_signless(64)
-    base = llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), UNIT_COUNTS).result
-    addr = llvm.GEPOp(ir.Type.parse("!llvm.ptr"), base, [], ir.DenseI32ArrayAttr.get([unit]), ir.TypeAttr.get(i64),
-                      None).result
-    count = llvm.LoadOp(i64, addr).result
-    llvm.StoreOp(llvm.AddOp(count, _i(64, 1), ir.Attribute.parse("#llvm.overflow<none>")).result, addr)
+    base = _mark(llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), UNIT_COUNTS)).result
+    addr = _mark(llvm.GEPOp(ir.Type.parse("!llvm.ptr"), base, [], ir.DenseI32ArrayAttr.get([unit]),
+                            ir.TypeAttr.get(i64), None)).result
+    count = _mark(llvm.LoadOp(i64, addr)).result
+    _mark(llvm.StoreOp(_mark(llvm.AddOp(count, _i(64, 1), ir.Attribute.parse("#llvm.overflow<none>"))).result,
+                       addr))
 
 
 def _countdown_check(count: int) -> ir.Value:
     """enter = remaining < count; remaining -= count unless entering (then the hooks count)."""
     i64 = ir.IntegerType.get_signless(64)
-    ptr = llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), REMAINING).result
-    remaining = llvm.LoadOp(i64, ptr).result
+    ptr = _mark(llvm.AddressOfOp(ir.Type.parse("!llvm.ptr"), REMAINING)).result
+    remaining = _mark(llvm.LoadOp(i64, ptr)).result
     n = _i(64, count)
-    enter = llvm.ICmpOp(llvm.ICmpPredicate.ult, remaining, n).result
-    rest = llvm.SubOp(remaining, n, ir.Attribute.parse("#llvm.overflow<none>")).result
-    llvm.StoreOp(llvm.SelectOp(enter, remaining, rest).result, ptr)
+    enter = _mark(llvm.ICmpOp(llvm.ICmpPredicate.ult, remaining, n)).result
+    rest = _mark(llvm.SubOp(remaining, n, ir.Attribute.parse("#llvm.overflow<none>"))).result
+    _mark(llvm.StoreOp(_mark(llvm.SelectOp(enter, remaining, rest)).result, ptr))
     return enter
+
+
+def _branch(enter: ir.Value, args: list[ir.Value], cold: ir.Block, fast: ir.Block) -> None:
+    _mark(llvm.CondBrOp(enter, args, args, cold, fast, branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20])))
+
+
+class _Hooks:
+    """Emits hook calls. A model gets tens of thousands of them (one per vector lane), so ops are
+    created in generic form with attributes built once (ODS builders are ~3x slower) and the
+    constants a block's hooks share are created once, at the start of that block."""
+
+    def __init__(self) -> None:
+        self._mark = ir.UnitAttr.get()
+        self._i8 = ir.IntegerType.get_signless(8)
+        self._segments = ir.DenseI32ArrayAttr.get([2, 0])
+        self._bundles = ir.DenseI32ArrayAttr.get([])
+        self._callees = {t: ir.FlatSymbolRefAttr.get(_hook_name(t)) for t in _HOOKS}
+        self._constants: dict[tuple[ir.Block, int, int], ir.Value] = {}
+        self._lane_callees = {t: ir.FlatSymbolRefAttr.get(_lanes_hook_name(t)) for t in _LANE_HOOKS}
+        self._lane_segments = ir.DenseI32ArrayAttr.get([3, 0])
+        self._slots: dict[tuple[ir.Operation, str], ir.Value] = {}
+
+    def _slot(self, block: ir.Block, vtype: ir.Type) -> ir.Value:
+        """One stack slot per function and vector type, allocated in the entry block."""
+        fn = block.owner.operation
+        key = (fn, str(vtype))
+        if key not in self._slots:
+            entry = fn.regions[0].blocks[0]
+            with ir.InsertionPoint.at_block_begin(entry):
+                one = self._op("llvm.mlir.constant", ir.IntegerType.get_signless(64), [],
+                               value=ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 1))
+                self._slots[key] = self._op("llvm.alloca", ir.Type.parse("!llvm.ptr"), [one],
+                                            elem_type=ir.TypeAttr.get(vtype))
+        return self._slots[key]
+
+    def _op(self, name: str, result: ir.Type, operands: list[ir.Value], **attributes: ir.Attribute) -> ir.Value:
+        attributes[INSERTED] = self._mark
+        return ir.Operation.create(name, results=[result], operands=operands, attributes=attributes).result
+
+    def _constant(self, block: ir.Block, width: int, value: int) -> ir.Value:
+        key = (block, width, value)
+        if key not in self._constants:
+            t = ir.IntegerType.get_signless(width)
+            with ir.InsertionPoint.at_block_begin(block):
+                self._constants[key] = self._op("llvm.mlir.constant", t, [], value=ir.IntegerAttr.get(t, value))
+        return self._constants[key]
+
+    def _scalar(self, site: ir.Value, tname: str, value: ir.Value) -> tuple[ir.Value, ir.Operation]:
+        """lltfi_fi_<type>(site, value), widening i1 to i8 for the C ABI; also the op reading `value`."""
+        arg = self._op("llvm.zext", self._i8, [value]) if tname == "i1" else value
+        result = self._op("llvm.call", arg.type, [site, arg], callee=self._callees[tname],
+                          operandSegmentSizes=self._segments, op_bundle_sizes=self._bundles)
+        reader = (arg if tname == "i1" else result).owner.operation
+        if tname == "i1":
+            result = self._op("llvm.trunc", value.type, [result])
+        return result, reader
+
+    def hook(self, block: ir.Block, site: Site, value: ir.Value) -> tuple[ir.Value, list[ir.Operation]]:
+        """Pass `value` through the hook, lane 0..L-1 for vectors; returns it and the ops that read it."""
+        site_id = self._constant(block, 32, site.id)
+        if not isinstance(value.type, ir.VectorType):
+            hooked, reader = self._scalar(site_id, site.type, value)
+            return hooked, [reader]
+        if site.type in _LANE_HOOKS:
+            slot = self._slot(block, value.type)
+            store = ir.Operation.create("llvm.store", operands=[value, slot], attributes={INSERTED: self._mark})
+            ir.Operation.create("llvm.call", operands=[site_id, slot, self._constant(block, 32, site.lanes)],
+                                attributes={INSERTED: self._mark, "callee": self._lane_callees[site.type],
+                                            "operandSegmentSizes": self._lane_segments,
+                                            "op_bundle_sizes": self._bundles})
+            return self._op("llvm.load", value.type, [slot]), [store]
+        element_type = value.type.element_type
+        readers, result = [], value
+        for lane in range(site.lanes):
+            position = self._constant(block, 64, lane)
+            element = self._op("llvm.extractelement", element_type, [value, position])
+            hooked, _ = self._scalar(site_id, site.type, element)
+            inserted = self._op("llvm.insertelement", value.type, [result, hooked, position])
+            readers += [element.owner.operation, inserted.owner.operation] if lane == 0 else \
+                [element.owner.operation]
+            result = inserted
+        return result, readers
+
+    def instrument_op(self, op: ir.Operation, op_sites: list[Site]) -> ir.Value | None:
+        """Insert hook calls around `op` for its sites; returns the hooked result, if any."""
+        hooked = None
+        for site in op_sites:
+            if site.register == "dst":
+                old = op.results[0]
+                with ir.InsertionPoint.after(op), op.location:
+                    hooked, readers = self.hook(op.block, site, old)
+                old.replace_all_uses_except(hooked, readers)
+            else:
+                index = int(site.register[3:]) - 1
+                with ir.InsertionPoint(op), op.location:
+                    op.operands[index] = self.hook(op.block, site, op.operands[index])[0]
+        return hooked
+
+    def instrument_ops(self, sites: list[tuple[ir.Operation, Site]]) -> None:
+        for op, op_sites in _by_op(sites).items():
+            self.instrument_op(op, op_sites)
+
+    def version_block(self, block: ir.Block, sites: list[tuple[ir.Operation, Site]], unit: int | None) -> None:
+        """Split `block` into check, fast (the original ops) and cold (a hooked copy)."""
+        by_op = _by_op(sites)
+        ops = [op.operation for op in block.operations]
+        terminator_loc = ops[-1].location
+        fast = block.create_after()
+        cold = fast.create_after()
+        for op in ops:
+            fast.append(op)
+        value_map: dict[ir.Value, ir.Value] = {}
+        cold_ip = ir.InsertionPoint(cold)
+        for op in ops:
+            clone = op.clone(ip=cold_ip).operation
+            for index, operand in enumerate(clone.operands):
+                if operand in value_map:
+                    clone.operands[index] = value_map[operand]
+            for old, new in zip(op.results, clone.results):
+                value_map[old] = new
+            if op in by_op:
+                hooked = self.instrument_op(clone, by_op[op])
+                if hooked is not None:
+                    value_map[op.results[0]] = hooked
+        with ir.InsertionPoint(block), terminator_loc:
+            if unit is not None:
+                _count_unit(unit)
+            _branch(_countdown_check(sum(site.lanes for _, site in sites)), [], cold, fast)
+
+
+def _by_op(sites: list[tuple[ir.Operation, Site]]) -> dict[ir.Operation, list[Site]]:
+    by_op: dict[ir.Operation, list[Site]] = {}
+    for op, site in sites:
+        by_op.setdefault(op, []).append(site)
+    return by_op
+
+
+@dataclass
+class _Function:
+    """One function's selection, with its control-flow facts computed before any rewriting."""
+
+    name: str
+    region: ir.Region
+    cfg: Cfg
+    order: list[ir.Block]                                   # reverse post-order, then unreachable blocks
+    per_block: dict[ir.Block, list[tuple[ir.Operation, Site]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,59 +306,101 @@ class InstrumentSitesPass:
     # instead of once per block; nests above this many instances per entry are split further.
     version_loop_nests: bool = True
     max_nest_instances: int = 1 << 16
+    # False: no fast paths, the hook runs at every instance. Slow, but its enumeration is plain program
+    # order, which every versioned build must reproduce instance for instance (the tests compare them).
+    versioning: bool = True
 
     # -- selection --------------------------------------------------------------------------------
-    def _registers(self, op: ir.Operation) -> list[tuple[str, ir.Type]]:
+    def _registers(self, op: ir.Operation) -> list[str]:
         reg = self.selector.register
-        out: list[tuple[str, ir.Type]] = []
+        out: list[str] = []
         if reg in ("dst", "all") and len(op.results) == 1 and type_name(op.results[0].type):
-            out.append(("dst", op.results[0].type))
+            out.append("dst")
         if reg != "dst":
             for index, operand in enumerate(op.operands):
                 wanted = reg in ("allsrc", "all") or reg == f"src{index + 1}"
                 if wanted and type_name(operand.type):
-                    out.append((f"src{index + 1}", operand.type))
+                    out.append(f"src{index + 1}")
         return out
 
-    def _select(self, module: ir.Module, table: SiteTable) -> dict[ir.Block, list[tuple[ir.Operation, Site]]]:
+    def _accepts(self, op: ir.Operation, opcode: str | None) -> bool:
         selector = self.selector
-        per_block: dict[ir.Block, list[tuple[ir.Operation, Site]]] = {}
+        if opcode is None or opcode not in selector.opcodes or opcode in selector.exclude_opcodes:
+            return False
+        if selector.callees and not self._calls_one_of(op, selector.callees):
+            return False
+        node = node_name_of(op.location)
+        if not selector.accepts_node(node, self.node_info.get(node) if node else None):
+            return False
+        return selector.accepts_source(source_of(op.location))
+
+    def _functions(self, module: ir.Module) -> list[tuple[str, ir.Operation]]:
+        out = []
         for fn in module.body.operations:
             if fn.operation.name != "llvm.func" or not len(fn.regions[0].blocks):
                 continue
             fname = ir.StringAttr(fn.attributes["sym_name"]).value
             if fname.startswith(("_mlir_ciface_", "lltfi_")):
                 continue
-            if fname == "__lltfi_program_main":  # a C program's main, renamed for the driver
-                fname = "main"
-            if selector.functions and fname not in selector.functions:
-                continue
-            if fname in selector.exclude_functions:
-                continue
-            for block in fn.regions[0].blocks:
+            out.append(("main" if fname == "__lltfi_program_main" else fname, fn.operation))  # a C main
+        return out
+
+    def _select(self, module: ir.Module, instrumented: bool) -> tuple[list[_Function], int]:
+        """Sites in reverse post-order of each function; a previous application's sites keep their ids."""
+        selector = self.selector
+        functions: list[_Function] = []
+        picks: list[tuple[_Function, ir.Block, ir.Operation, str, int | None]] = []
+        for fname, fn in self._functions(module):
+            region = fn.regions[0]
+            cfg = analyze(region)
+            reachable = set(cfg.blocks)
+            order = cfg.blocks + [b for b in region.blocks if b not in reachable]
+            func = _Function(fname, region, cfg, order)
+            functions.append(func)
+            wanted_fn = (not selector.functions or fname in selector.functions) and \
+                fname not in selector.exclude_functions
+            for block in order:
                 for op in block.operations:
                     op = op.operation
-                    if op.name in _NEVER:
-                        continue
                     opcode = opcode_of(op.name)
-                    if opcode is None or opcode not in selector.opcodes or opcode in selector.exclude_opcodes:
+                    if opcode is None or op.name in _NEVER:
                         continue
-                    if selector.callees and not self._calls_one_of(op, selector.callees):
-                        continue
-                    node = node_name_of(op.location)
-                    info = self.node_info.get(node) if node else None
-                    if not selector.accepts_node(node, info):
-                        continue
-                    source = source_of(op.location)
-                    if not selector.accepts_source(source):
-                        continue
-                    for register, t in self._registers(op):
-                        site = table.add(function=fname, opcode=opcode, type=type_name(t), register=register,
-                                         node=node, op_type=info.op_type if info else None,
-                                         layer=info.layer if info else None,
-                                         source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None)
-                        per_block.setdefault(block, []).append((op, site))
-        return per_block
+                    previous: dict[str, int] = {}
+                    if instrumented:  # attributes are slow to read: only after a previous application
+                        if INSERTED in op.attributes:
+                            continue
+                        if SITE_IDS in op.attributes:
+                            previous = {n.name: ir.IntegerAttr(n.attr).value
+                                        for n in ir.DictAttr(op.attributes[SITE_IDS])}
+                    registers = set(previous)
+                    if wanted_fn and self._accepts(op, opcode):
+                        registers.update(self._registers(op))
+                    for register in sorted(registers, key=lambda r: -1 if r == "dst" else int(r[3:])):
+                        picks.append((func, block, op, register, previous.get(register)))
+        # Previous ids keep their order and stay dense; new sites follow them.
+        old = sorted({p[4] for p in picks if p[4] is not None})
+        renumber = {o: i for i, o in enumerate(old)}
+        next_id, seen = len(old), set()
+        for func, block, op, register, previous in picks:
+            if previous is not None and previous not in seen:
+                seen.add(previous)
+                site_id = renumber[previous]
+            else:
+                site_id, next_id = next_id, next_id + 1
+            t = op.results[0].type if register == "dst" else op.operands[int(register[3:]) - 1].type
+            node = node_name_of(op.location)
+            info = self.node_info.get(node) if node else None
+            source = source_of(op.location)
+            site = Site(id=site_id, function=func.name, opcode=opcode_of(op.name), type=type_name(t),
+                        register=register, node=node, op_type=info.op_type if info else None,
+                        layer=info.layer if info else None,
+                        source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None, lanes=lanes_of(t))
+            func.per_block.setdefault(block, []).append((op, site))
+            ids = ({n.name: n.attr for n in ir.DictAttr(op.attributes[SITE_IDS])} if SITE_IDS in op.attributes
+                   else {})
+            ids[register] = ir.IntegerAttr.get(ir.IntegerType.get_signless(32), site_id)
+            op.attributes[SITE_IDS] = ir.DictAttr.get(ids)
+        return functions, len(seen)
 
     @staticmethod
     def _calls_one_of(op: ir.Operation, callees: frozenset[str]) -> bool:
@@ -191,159 +410,100 @@ class InstrumentSitesPass:
 
     # -- rewriting --------------------------------------------------------------------------------
     def apply(self, module: ir.Module) -> InstrumentResult:
-        table = SiteTable()
         with module.context, ir.Location.unknown():
-            per_block = self._select(module, table)
-            if not table.sites:
-                return InstrumentResult(changed=False, sites=[])
-            _declare_runtime(module, {s.type for s in table.sites})
-            result = InstrumentResult(changed=True, sites=table.sites)
-            by_region: dict[ir.Region, dict[ir.Block, list]] = {}
-            for block, sites in per_block.items():
-                by_region.setdefault(block.region, {})[block] = sites
-            for region, blocks in by_region.items():
-                self._instrument_region(region, blocks, result)
-            decl = (f"llvm.mlir.global external @{UNIT_COUNTS}() {{addr_space = 0 : i32}} : "
-                    f"!llvm.array<{max(1, len(result.units))} x i64>")
-            parsed = ir.Module.parse(decl, context=module.context)
-            for op in list(parsed.body.operations):
-                op.operation.move_before(module.body.operations[0])
+            stripped = _strip(module)
+            functions, kept = self._select(module, stripped)
+            sites = sorted((s for f in functions for sites in f.per_block.values() for _, s in sites),
+                           key=lambda s: s.id)
+            if not sites:
+                return InstrumentResult(changed=stripped, sites=[])
+            result = InstrumentResult(changed=True, sites=sites, kept_sites=kept)
+            hooks = _Hooks()
+            for func in functions:
+                self._instrument_function(func, result, hooks)
+            _declare_runtime(module, {s.type for s in sites}, len(result.units))
         return result
 
-    def _instrument_region(self, region: ir.Region, per_block: dict, result: InstrumentResult) -> None:
-        counts = {b: len(sites) for b, sites in per_block.items()}
+    def _choose_nests(self, func: _Function, users: Callable[[ir.Block], set[ir.Block]]) -> list[Loop]:
+        """Outermost loops with an exact count small enough to clone; larger ones are split."""
+        counts = {b: sum(site.lanes for _, site in sites) for b, sites in func.per_block.items()}
         chosen: list[Loop] = []
 
         def choose(loop: Loop) -> None:
             if (loop.count and loop.count <= self.max_nest_instances and loop.preheader is not None
-                    and not escapes(loop)):
+                    and not escapes(loop, users)):
                 chosen.append(loop)
-                return
-            for child in loop.children:
-                choose(child)
+            elif any(b in counts for b in loop.blocks):
+                for child in loop.children:
+                    choose(child)
 
-        if self.version_loop_nests:
-            for loop in find_loops(region):
-                compute_counts(loop, counts)
+        if self.version_loop_nests and self.versioning:
+            for loop in func.cfg.loops:
+                compute_counts(loop, counts, func.cfg)
                 choose(loop)
-        unit_of: dict[Loop, int] = {}
+        return chosen
+
+    def _instrument_function(self, func: _Function, result: InstrumentResult, hooks: _Hooks) -> None:
+        per_block = func.per_block
+        found: dict[ir.Block, set[ir.Block]] = {}
+
+        def users(block: ir.Block) -> set[ir.Block]:  # computed once per original block
+            if block not in found:
+                found[block] = result_users(block)
+            return found[block]
+
+        chosen = self._choose_nests(func, users)
+        work: list[tuple[ir.Block, list, int | None, bool]] = []
+        handled: set[ir.Block] = set()
+        last = func.region.blocks[len(func.region.blocks) - 1]
         for loop in chosen:
             mult = block_multiplicities(loop)
-            unit: dict[int, int] = {}
+            unit_sites: dict[int, int] = {}
             for b in loop.blocks:
                 for _, site in per_block.get(b, []):
-                    unit[site.id] = unit.get(site.id, 0) + mult[b]
-            unit_of[loop] = len(result.units)
-            result.units.append(unit)
-        work: list[tuple[ir.Block, list]] = []
-        handled: set[ir.Block] = set()
-        for loop in chosen:
-            block_map, op_map = _clone_loop(region, loop)
+                    unit_sites[site.id] = unit_sites.get(site.id, 0) + mult[b] * site.lanes
+            unit = len(result.units)
+            result.units.append(unit_sites)
+            block_map, op_map, last = _clone_loop(loop, last)
             term = _terminator_of(loop.preheader)
             args = list(term.operands)
             with ir.InsertionPoint(term), term.location:
-                _count_unit(unit_of[loop])
-                enter = _countdown_check(loop.count)
-                llvm.CondBrOp(enter, args, args, block_map[loop.header], loop.header,
-                              branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
+                _count_unit(unit)
+                _branch(_countdown_check(loop.count), args, block_map[loop.header], loop.header)
             term.erase()
             result.versioned_nests += 1
             for b in loop.blocks:
                 handled.add(b)
-                if b in per_block:
-                    work.append((block_map[b], [(op_map[op], site) for op, site in per_block[b]]))
-        # Blocks outside versioned nests are units of their own; copies inside a nest's slow
-        # path are not (the nest counted the entry already).
-        work += [(b, sites) for b, sites in per_block.items() if b not in handled]
-        top_level = {b for b in per_block if b not in handled}
-        for block, sites in work:
-            unit = None
-            if block in top_level:
-                unit = len(result.units)
-                counts_here: dict[int, int] = {}
-                for _, site in sites:
-                    counts_here[site.id] = counts_here.get(site.id, 0) + 1
-                result.units.append(counts_here)
-            if self._escapes(block):
+                if b in per_block:  # the cold copy's blocks: the nest counted the entry already
+                    work.append((block_map[b], [(op_map[op], site) for op, site in per_block[b]], None,
+                                 bool(users(b))))
+        for b in func.order:
+            if b in per_block and b not in handled:  # a unit of its own
+                unit_sites = {}
+                for _, site in per_block[b]:
+                    unit_sites[site.id] = unit_sites.get(site.id, 0) + site.lanes
+                work.append((b, per_block[b], len(result.units), bool(users(b))))
+                result.units.append(unit_sites)
+        # A block whose values are used elsewhere cannot be copied without SSA repair: inline hooks.
+        for block, sites, unit, escaping in work:
+            if escaping or not self.versioning:
                 if unit is not None:
-                    first = list(block.operations)[0].operation
+                    first = block.operations[0].operation
                     with ir.InsertionPoint(first), first.location:
                         _count_unit(unit)
-                self._instrument_inline(sites)
+                hooks.instrument_ops(sites)
                 result.inline_blocks += 1
             else:
-                self._version_block(block, sites, unit)
+                hooks.version_block(block, sites, unit)
                 result.versioned_blocks += 1
-
-    @staticmethod
-    def _escapes(block: ir.Block) -> bool:
-        for op in block.operations:
-            for res in op.results:
-                for use in res.uses:
-                    if use.owner.operation.block != block:
-                        return True
-        return False
-
-    @staticmethod
-    def _instrument_op(op: ir.Operation, op_sites: list[Site]) -> ir.Value | None:
-        """Insert hook calls around `op` for its sites; returns the hooked result, if any."""
-        hooked = None
-        for site in op_sites:
-            if site.register == "dst":
-                old = op.results[0]
-                with ir.InsertionPoint.after(op), op.location:
-                    hooked, reader = _hook_call(site, old)
-                old.replace_all_uses_except(hooked, reader)
-            else:
-                index = int(site.register[3:]) - 1
-                with ir.InsertionPoint(op), op.location:
-                    op.operands[index] = _hook_call(site, op.operands[index])[0]
-        return hooked
-
-    def _instrument_inline(self, sites: list[tuple[ir.Operation, Site]]) -> None:
-        by_op: dict[ir.Operation, list[Site]] = {}
-        for op, site in sites:
-            by_op.setdefault(op, []).append(site)
-        for op, op_sites in by_op.items():
-            self._instrument_op(op, op_sites)
-
-    def _version_block(self, block: ir.Block, sites: list[tuple[ir.Operation, Site]], unit: int | None = None) -> None:
-        by_op: dict[ir.Operation, list[Site]] = {}
-        for op, site in sites:
-            by_op.setdefault(op, []).append(site)
-        ops = [op.operation for op in block.operations]
-        terminator_loc = ops[-1].location
-        fast = block.create_after()
-        slow = fast.create_after()
-        for op in ops:
-            fast.append(op)
-        # The slow copy: clone every op, remapping operands defined in this block.
-        value_map: dict[ir.Value, ir.Value] = {}
-        for op in ops:
-            clone = op.clone(ip=ir.InsertionPoint(slow)).operation
-            for index, operand in enumerate(clone.operands):
-                if operand in value_map:
-                    clone.operands[index] = value_map[operand]
-            for old, new in zip(op.results, clone.results):
-                value_map[old] = new
-            if op in by_op:
-                hooked = self._instrument_op(clone, by_op[op])
-                if hooked is not None:
-                    value_map[op.results[0]] = hooked
-        with ir.InsertionPoint(block), terminator_loc:
-            if unit is not None:
-                _count_unit(unit)
-            enter = _countdown_check(len(sites))
-            llvm.CondBrOp(enter, [], [], slow, fast, branch_weights=ir.DenseI32ArrayAttr.get([1, 1 << 20]))
 
 
 def _terminator_of(block: ir.Block) -> ir.Operation:
-    return list(block.operations)[-1].operation
+    return block.operations[len(block.operations) - 1].operation
 
 
-def _clone_loop(region: ir.Region, loop: Loop) -> tuple[dict, dict]:
-    """Clone a loop nest's blocks at the end of the region; branches inside stay inside the copy."""
-    anchor = list(region.blocks)[-1]
+def _clone_loop(loop: Loop, anchor: ir.Block) -> tuple[dict, dict, ir.Block]:
+    """Clone a loop nest's blocks after `anchor`; branches inside stay inside the copy."""
     block_map: dict[ir.Block, ir.Block] = {}
     value_map: dict[ir.Value, ir.Value] = {}
     for b in loop.blocks:
@@ -365,7 +525,72 @@ def _clone_loop(region: ir.Region, loop: Loop) -> tuple[dict, dict]:
             for old, new in zip(op.results, clone.results):
                 value_map[old] = new
             op_map[op] = clone
-    return block_map, op_map
+    return block_map, op_map, anchor
+
+
+# -- stripping a previous application ----------------------------------------------------------------
+def _chain_input(value: ir.Value) -> ir.Value:
+    """The original value a chain of inserted ops (zext, hook call, trunc, lane insert) passes on."""
+    while not isinstance(value.owner, ir.Block) and INSERTED in value.owner.operation.attributes:
+        op = value.owner.operation
+        value = op.operands[1] if op.name == "llvm.call" else op.operands[0]
+    return value
+
+
+def _drop_blocks(module: ir.Module, blocks: list[ir.Block]) -> None:
+    """Erase blocks (the bindings cannot): move them into a scratch op and erase that."""
+    if not blocks:
+        return
+    with ir.InsertionPoint(module.body):
+        scratch = ir.Operation.create("builtin.module", regions=1)
+    for b in blocks:
+        b.append_to(scratch.regions[0])
+    scratch.erase()
+
+
+def _strip(module: ir.Module) -> bool:
+    """Undo a previous application in place; site ops keep their `lltfi.sites` ids. True if any."""
+    table = ir.SymbolTable(module.operation)
+    if REMAINING not in table and UNIT_COUNTS not in table:  # never instrumented
+        return False
+    stripped = False
+    for fn in module.body.operations:
+        if fn.operation.name != "llvm.func" or not len(fn.regions[0].blocks):
+            continue
+        region = fn.regions[0]
+        checks = [op.operation for b in region.blocks for op in b.operations
+                  if op.operation.name == "llvm.cond_br" and INSERTED in op.operation.attributes]
+        if not checks and not any(INSERTED in op.operation.attributes for b in region.blocks
+                                  for op in b.operations):
+            continue
+        stripped = True
+        merges = []
+        for check in checks:  # every check falls through to its fast path
+            fast, block = check.successors[1], check.block
+            with ir.InsertionPoint(check), check.location:
+                llvm.BrOp(list(check.opview.falseDestOperands), fast)
+            check.erase()
+            merges.append((block, fast))
+        cfg = analyze(region)
+        live = {b: b for b in cfg.blocks}  # handles owned by the function: a successor's dies with its branch
+        merges = [(live[b], live[f]) for b, f in merges
+                  if b in live and len(cfg.preds[live[f]]) == 1 and not len(live[f].arguments)]
+        _drop_blocks(module, [b for b in region.blocks if b not in live])  # the cold copies
+        for block in region.blocks:
+            inserted = [op.operation for op in block.operations if INSERTED in op.operation.attributes]
+            for op in inserted:
+                for result in op.results:
+                    for owner, index in [(u.owner.operation, u.operand_number) for u in result.uses]:
+                        if INSERTED not in owner.attributes:
+                            owner.operands[index] = _chain_input(result)
+            for op in reversed(inserted):
+                op.erase()
+        for block, fast in merges:  # a versioned block and its fast path become one block again
+            _terminator_of(block).erase()
+            for op in list(fast.operations):
+                block.append(op.operation)
+        _drop_blocks(module, [fast for _, fast in merges])
+    return stripped
 
 
 def node_info_from_manifest(manifest: dict) -> dict[str, NodeInfo]:

@@ -148,14 +148,27 @@ class Site:
     op_type: str | None
     layer: int | None
     source: str | None = None  # "file.c:12" for programs with debug info
+    # A vector op is one site whose every execution is `lanes` instances (one per lane, each a scalar
+    # instance of the reference build); `type` is then the element type. Old tables lack it: 1.
+    lanes: int = 1
 
     def row(self) -> dict:
         return asdict(self)
 
 
 def type_name(t: ir.Type) -> str | None:
+    """The scalar type of a site's register: the type itself, or a fixed-length vector's element type."""
+    if isinstance(t, ir.VectorType):
+        if t.rank != 1 or any(t.scalable_dims):
+            return None
+        t = t.element_type
     text = str(t)
     return text if text in SCALAR_TYPES else None
+
+
+def lanes_of(t: ir.Type) -> int:
+    """Instances per execution of a register of type `t`: a vector's length, else 1."""
+    return t.shape[0] if isinstance(t, ir.VectorType) else 1
 
 
 @dataclass

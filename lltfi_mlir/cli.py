@@ -311,6 +311,8 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
                                       codegen=args.codegen, **kwargs)
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
+    if campaign.self_check.startswith("skipped"):
+        console.print(f"note: instrumentation self-check {campaign.self_check}", markup=False)
     if campaign.planned_trials is not None:
         console.print(f"margin {args.margin}: planned {campaign.planned_trials} trials (Leveugle et al. 2009); "
                       f"{summary['trials']} run (the run stops once the SDC interval is that tight)")

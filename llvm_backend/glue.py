@@ -2,7 +2,8 @@
 
 The C interface passes every memref as a pointer to a descriptor
 {allocated, aligned, offset, sizes[rank], strides[rank]}; with several results the first argument
-points to a struct of descriptors. Ranks are known only per model, hence generated code.
+points to a struct of descriptors. Ranks are known only per model, hence generated code. The model
+hands the ownership of its result buffers to the caller, so the glue frees them after copying.
 """
 
 from __future__ import annotations
@@ -71,5 +72,9 @@ def generate_glue(entry: str, inputs: Sequence[tuple[str, tuple[int, ...]]],
         rank = len(shape)
         sizes = f"{ref}.sizes, {ref}.strides" if rank else "0, 0"
         lines.append(f"  lltfi_copy_strided(outputs[{i}], {ref}.aligned, {ref}.offset, {sizes}, {rank});")
+    owned = ", ".join("result.allocated" if len(outputs) == 1 else f"result.r{i}.allocated"
+                      for i in range(len(outputs)))
+    lines.append(f"  float *owned[] = {{{owned}}};")
+    lines.append(f"  lltfi_free_results(owned, {len(outputs)}, inputs);")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 /* Profile and fork-server modes of an instrumented model.
  *
- *   model --profile --inputs-list L [--repeat N]
+ *   model --profile --inputs-list L [--repeat N] [--no-check]
  *       for each input set: golden output and time (best of N golden runs, which also count the
  *       entries of every versioning unit), then a checking run that sends every selected instance
  *       through the hooks (per-site counts), and the count the fast paths consumed. The three
@@ -89,7 +89,7 @@ static void print_hex(FILE *out, const float *values, int64_t n) {
   }
 }
 
-int lltfi_profile_main(const char *list, int repeat) {
+int lltfi_profile_main(const char *list, int repeat, int check) {
   int rc = load_input_sets(list);
   if (rc) return rc;
   int64_t n_out = total_outputs();
@@ -119,12 +119,16 @@ int lltfi_profile_main(const char *list, int repeat) {
     uint64_t consumed = start - lltfi_fi_remaining;
     memcpy(unit_counts, lltfi_unit_counts, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
     memset(counts, 0, (lltfi_num_sites ? lltfi_num_sites : 1) * sizeof(uint64_t));
-    lltfi_begin_profile(counts);
-    double t0 = now();
-    lltfi_model_run(input_sets[s], outs);
-    double profile_time = now() - t0;
-    lltfi_begin_golden();
-    printf("P %d %.9f %.9f %llu %d", s, best, profile_time, (unsigned long long)consumed, lltfi_num_sites);
+    double profile_time = 0;
+    if (check) {  /* every instance through the hooks: seconds on large models, hence optional */
+      lltfi_begin_profile(counts);
+      double t0 = now();
+      lltfi_model_run(input_sets[s], outs);
+      profile_time = now() - t0;
+      lltfi_begin_golden();
+    }
+    printf("P %d %.9f %.9f %llu %d %d", s, best, profile_time, (unsigned long long)consumed, check,
+           lltfi_num_sites);
     for (int i = 0; i < lltfi_num_sites; i++) printf(" %llu", (unsigned long long)counts[i]);
     printf(" %d", lltfi_num_units);
     for (int i = 0; i < lltfi_num_units; i++) printf(" %llu", (unsigned long long)unit_counts[i]);

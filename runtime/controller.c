@@ -65,7 +65,7 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int lltfi_profile_main(const char *list, int repeat);
+int lltfi_profile_main(const char *list, int repeat, int check);
 int lltfi_serve_main(const char *list);
 
 int main(int argc, char **argv) {
@@ -76,7 +76,8 @@ int main(int argc, char **argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
   if (argc >= 4 && !strcmp(argv[1], "--profile") && !strcmp(argv[2], "--inputs-list"))
-    return lltfi_profile_main(argv[3], argc >= 6 && !strcmp(argv[4], "--repeat") ? atoi(argv[5]) : 3);
+    return lltfi_profile_main(argv[3], argc >= 6 && !strcmp(argv[4], "--repeat") ? atoi(argv[5]) : 3,
+                              strcmp(argv[argc - 1], "--no-check") != 0);
   if (argc >= 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--inputs-list"))
     return lltfi_serve_main(argv[3]);
   const char *in_paths[64], *out_paths[64];

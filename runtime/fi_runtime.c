@@ -135,6 +135,20 @@ HOOK(lltfi_fi_i32, uint32_t, uint32_t, 32)
 HOOK(lltfi_fi_i64, uint64_t, uint64_t, 64)
 HOOK(lltfi_fi_ptr, void *, uint64_t, 64)
 
+/* A vector site's cold copy stores the vector and passes its lanes here: lane 0..n-1, in order,
+   each one instance, exactly as n calls of the scalar hook (one call keeps the cold code small). */
+#define LANES_HOOK(NAME, SCALAR, CTYPE)                               \
+  void NAME(int32_t site, CTYPE *lanes, int32_t n) {                  \
+    for (int32_t i = 0; i < n; i++) lanes[i] = SCALAR(site, lanes[i]); \
+  }
+
+LANES_HOOK(lltfi_fi_lanes_f32, lltfi_fi_f32, float)
+LANES_HOOK(lltfi_fi_lanes_f64, lltfi_fi_f64, double)
+LANES_HOOK(lltfi_fi_lanes_i8, lltfi_fi_i8, uint8_t)
+LANES_HOOK(lltfi_fi_lanes_i16, lltfi_fi_i16, uint16_t)
+LANES_HOOK(lltfi_fi_lanes_i32, lltfi_fi_i32, uint32_t)
+LANES_HOOK(lltfi_fi_lanes_i64, lltfi_fi_i64, uint64_t)
+
 /* Operator-level builds pass every element of every operator output through this identity; the
    instrumentation hooks its result, so a fault corrupts one element of one operator's output. */
 float lltfi_op_f32(float value) { return value; }

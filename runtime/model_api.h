@@ -21,4 +21,7 @@ void lltfi_model_run(float **inputs, float **outputs);
 /* Copies a strided memref (as returned by the model) into a contiguous array. */
 void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int64_t *sizes,
                         const int64_t *strides, int rank);
+
+/* Frees the result buffers of one run (the model hands their ownership to the caller). */
+void lltfi_free_results(float *const *allocated, int n, float *const *inputs);
 #endif

@@ -218,7 +218,7 @@ int main(int argc, char **argv) {
     if (ftruncate(out_fd, 0) != 0) perror("ftruncate");
     lseek(out_fd, 0, SEEK_SET);
     run_child(out_fd, 0, setup_golden, NULL);  /* golden stdout, untouched by the profile hooks */
-    printf("P 0 %.9f %.9f %llu %d", golden, check, (unsigned long long)consumed, lltfi_num_sites);
+    printf("P 0 %.9f %.9f %llu 1 %d", golden, check, (unsigned long long)consumed, lltfi_num_sites);
     for (int s = 0; s < lltfi_num_sites; s++) printf(" %llu", (unsigned long long)shared->counts_and_units[s]);
     printf(" %d", lltfi_num_units);
     for (int u = 0; u < lltfi_num_units; u++) printf(" %llu", (unsigned long long)units[u]);

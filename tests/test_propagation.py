@@ -112,7 +112,9 @@ def test_instruction_trace_windows_match_numpy(tmp_path):
             values += [p, acc]
     bits = [int(np.array([v], np.float32).view(np.uint32)[0]) for v in values]
     config = CampaignConfig(max_trace=4, seed=3)
-    Campaign.from_onnx(tmp_path / "gemm.onnx", config, out_dir=tmp_path / "out", db=tmp_path / "g.db").run(
+    # The numpy model walks the instances in the reference build's order (n, k).
+    Campaign.from_onnx(tmp_path / "gemm.onnx", config, out_dir=tmp_path / "out", db=tmp_path / "g.db",
+                       codegen="reference").run(
         60, progress=False)
     db = sqlite3.connect(tmp_path / "g.db")
     for trial, target in db.execute("SELECT id, target FROM trials"):

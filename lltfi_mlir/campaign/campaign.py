@@ -38,6 +38,9 @@ from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, run_profile, write_inputs_list
 from .propagation import layer_rows
+
+# Instances per input up to which the hooked self-check runs (about a second on this machine).
+SELF_CHECK_LIMIT = 200_000_000
 from .report import summarize
 from .stats import planned_trials, wilson
 
@@ -83,6 +86,7 @@ class Campaign:
         self.db_path = Path(db) if db else build.directory.parent / f"campaign-{key}.db"
         self.instrumented: InstrumentedBuild | None = None
         self.profiles: list[InputProfile] = []
+        self.self_check = "not run"
         self.golden: list[list[np.ndarray]] = []
         self.judge = SdcJudge(config.sdc)
         self.work_build = build
@@ -93,6 +97,27 @@ class Campaign:
         self.last_run_seconds = 0.0
         self.planned_trials: int | None = None  # with a margin: Leveugle's trial count
         self.last_trials = 0
+
+    def _profile(self, inputs_list: Path) -> list[InputProfile]:
+        """Golden runs with unit counters, plus the hooked self-check once per instrumented build:
+        with every instance through the hooks it costs seconds per 10^9 instances, so above
+        SELF_CHECK_LIMIT it is skipped (and said so); the fast-path and unit counts still must agree."""
+        units = self.instrumented.units
+        if self.program is not None:
+            return run_profile(self.instrumented.executable, inputs_list, units, program=self.program)
+        marker = self.instrumented.directory / "self-check.ok"
+        profiles = run_profile(self.instrumented.executable, inputs_list, units, check=False)
+        total = max(p.total for p in profiles)
+        if marker.exists():
+            self.self_check = "passed (cached)"
+        elif total <= SELF_CHECK_LIMIT:
+            run_profile(self.instrumented.executable, inputs_list, units, repeat=1, check=True)
+            marker.write_text(f"{total}\n")
+            self.self_check = "passed"
+        else:
+            self.self_check = (f"skipped: {total:,} instances per input exceed {SELF_CHECK_LIMIT:,} (the fast paths "
+                               "and unit counters agree)")
+        return profiles
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -155,8 +180,7 @@ class Campaign:
                 raise UsageError("the layer-tracing build selects different instructions than the plain build; "
                                  "trace with the default floating-point selection")
         inputs_list = write_inputs_list(self.input_sets, self.instrumented.directory / "inputs.txt")
-        self.profiles = run_profile(self.instrumented.executable, inputs_list, self.instrumented.units,
-                                    program=self.program)
+        self.profiles = self._profile(inputs_list)
         self.golden_all = [self._outputs(p.golden, everything=True) for p in self.profiles]
         self.golden = [g[:len(self.build.outputs)] if not self.build.is_program else g for g in self.golden_all]
         if not any(p.total for p in self.profiles):

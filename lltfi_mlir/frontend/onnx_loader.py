@@ -4,6 +4,9 @@ The importer only sees static shapes, float32 activations and no shape arithmeti
 (tf2onnx, Keras, the torch dynamo exporter) leave dynamic batch dimensions and Shape/Gather/Concat
 chains that compute reshape targets. Binding the dynamic dimensions, running ONNX shape inference
 and evaluating every node whose inputs are all constants removes them before import.
+
+Large initializers never enter a protobuf message here (see onnx_reader.py): shape inference sees
+them as typed graph inputs and folding reads them as numpy arrays, so no round copies the weights.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 from ..errors import ModelImportError, UsageError
+from .onnx_reader import SMALL, OnnxSource, scan_onnx, split_model
 
 
 @dataclass
@@ -65,9 +69,8 @@ def parse_shape_overrides(items: list[str]) -> dict[str, object]:
     return overrides
 
 
-def _bind_dims(model: onnx.ModelProto, overrides: dict[str, object]) -> None:
+def _bind_dims(model: onnx.ModelProto, overrides: dict[str, object], initializer_names: set[str]) -> None:
     """Give every graph input a static shape: overrides first, then 1 for anything symbolic."""
-    initializer_names = {init.name for init in model.graph.initializer}
     input_names = {i.name for i in model.graph.input}
     dim_names = set()
     for inp in model.graph.input:
@@ -141,9 +144,10 @@ def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset_impor
     return ReferenceEvaluator(model).run(None, feeds)
 
 
-def _fold_constants(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """Evaluate Constant nodes, Shape of static tensors and anything whose inputs are all constant."""
-    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+def _fold_constants(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                    constants: dict[str, np.ndarray]) -> None:
+    """Evaluate Constant nodes, Shape of static tensors and anything whose inputs are all constant;
+    their values join `constants` and the nodes leave the graph."""
     kept = []
     for node in model.graph.node:
         if node.op_type == "Constant":
@@ -178,7 +182,32 @@ def _fold_constants(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) 
     # Graph outputs that folded to constants are materialised by the importer.
     del model.graph.node[:]
     model.graph.node.extend(kept)
-    return constants
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node reads (subgraphs included) or the graph returns."""
+    used = {o.name for o in graph.output}
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                used |= _used_names(sub)
+    return used
+
+
+def _stage(model: onnx.ModelProto, constants: dict[str, np.ndarray], inputs: list[onnx.ValueInfoProto]) -> None:
+    """Show the constants to shape inference: small ones as initializers (their values matter for
+    Reshape targets and the like), large numeric ones as typed inputs (only their shape matters)."""
+    del model.graph.initializer[:]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    for name, value in constants.items():
+        value = np.asarray(value)
+        if value.size <= SMALL or value.dtype.kind not in "biuf":
+            model.graph.initializer.append(numpy_helper.from_array(value, name))
+        else:
+            model.graph.input.append(onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), value.shape))
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -209,42 +238,73 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
-def prepare(model: onnx.ModelProto, overrides: dict[str, object] | None = None) -> LoadedModel:
-    """Bind dims, infer shapes, fold shape subgraphs; repeat until nothing folds any more."""
-    model_copy = onnx.ModelProto()
-    model_copy.CopyFrom(model)
-    model = model_copy
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    if opset is None:
+def open_model(model: str | Path | onnx.ModelProto | OnnxSource) -> OnnxSource:
+    """The model's graph, local functions inlined and every node named, its weights not yet read:
+    enough to check the operators of a large model in milliseconds."""
+    if isinstance(model, OnnxSource):
+        skeleton = onnx.ModelProto()
+        skeleton.CopyFrom(model.model)
+        source = OnnxSource(skeleton, dict(model.weights))
+    elif isinstance(model, onnx.ModelProto):
+        source = split_model(model)
+    else:
+        path = Path(model)
+        try:
+            source = scan_onnx(path)
+        except Exception:  # missing, malformed or unusually encoded: load_onnx decides and explains
+            source = split_model(load_onnx(path))
+        if not source.model.graph.node and not source.model.graph.output:
+            raise ModelImportError(f"{path} holds no graph (is it an ONNX model?)")
+    if next((o for o in source.model.opset_import if o.domain in ("", "ai.onnx")), None) is None:
         raise ModelImportError("model imports no version of the default ONNX domain")
-    if model.functions:
+    if source.model.functions:
         # Local functions (dynamo exporter) are inlined so the importer sees plain nodes.
         from onnx import inliner
-        model = inliner.inline_local_functions(model)
-    name_nodes(model)
-    _bind_dims(model, overrides or {})
-    initializer_names = {init.name for init in model.graph.initializer}
+        source.model = inliner.inline_local_functions(source.model)
+    name_nodes(source.model)
+    return source
+
+
+def _copy(value_info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(value_info)
+    return copy
+
+
+def prepare(model: onnx.ModelProto | OnnxSource, overrides: dict[str, object] | None = None) -> LoadedModel:
+    """Bind dims, infer shapes, fold shape subgraphs; repeat until nothing folds any more.
+
+    Each weight is read once, as a numpy array, and only if some node or output uses it; constants
+    nothing uses any more (e.g. a weight whose transpose was folded) are dropped as folding goes."""
+    source = open_model(model)
+    model = source.model
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    initializer_names = {init.name for init in model.graph.initializer} | set(source.weights)
+    _bind_dims(model, overrides or {}, initializer_names)
     inputs = [i.name for i in model.graph.input if i.name not in initializer_names]
     # Old IR versions list initializers among the inputs; shape inference would then treat them as
     # run-time data and could not propagate Reshape targets.
-    runtime_inputs = [i for i in model.graph.input if i.name not in initializer_names]
-    del model.graph.input[:]
-    model.graph.input.extend(runtime_inputs)
+    runtime_inputs = [_copy(i) for i in model.graph.input if i.name not in initializer_names]
     model.ir_version = max(model.ir_version, 4)  # IR >= 4 lets initializers be absent from the inputs
-    constants: dict[str, np.ndarray] = {}
+    used = _used_names(model.graph)
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer if init.name in used}
+    constants.update((name, ref.load()) for name, ref in source.weights.items() if name in used)
     for _ in range(8):
+        _stage(model, constants, runtime_inputs)
         model = _infer(model)
         shapes, dtypes = _collect_shapes(model)
         before = len(model.graph.node)
-        constants = _fold_constants(model, shapes)
-        # Folded values become initializers so the next inference round sees them as data.
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(
-            numpy_helper.from_array(np.asarray(v), name) for name, v in constants.items())
+        _fold_constants(model, shapes, constants)
+        used = _used_names(model.graph)
+        for name in [n for n in constants if n not in used]:
+            del constants[name]
         if len(model.graph.node) == before:
             break
+    _stage(model, constants, runtime_inputs)
     model = _infer(model)
     shapes, dtypes = _collect_shapes(model)
+    del model.graph.input[:]  # the stand-ins of large constants leave again
+    model.graph.input.extend(runtime_inputs)
     for name, value in constants.items():
         shapes[name] = tuple(value.shape)
     outputs = [o.name for o in model.graph.output]
