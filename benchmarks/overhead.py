@@ -1,6 +1,7 @@
 """Cost of instrumentation, profiling and campaigns, per example model, measured side by side.
 
-For each model (llc -O0, default selection: floating-point arithmetic in the operators):
+For each model (--codegen optimized unless --codegen reference; default selection: floating-point
+arithmetic in the operators):
   plain       one inference of the uninstrumented program
   instr       one inference of the instrumented program, not injecting (golden mode); also as
               a callgrind instruction count (deterministic, unlike time on a shared machine)
@@ -68,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=160)
     tmp = Path(tempfile.mkdtemp(prefix="lltfi-overhead-"))
-    table = Table(title=f"instrumentation overhead (--codegen {args.codegen}; medians of {args.rounds} interleaved rounds) and "
-                        f"campaign throughput (jobs={args.jobs})")
+    table = Table(title=f"instrumentation overhead (--codegen {args.codegen}; medians of {args.rounds} interleaved "
+                        f"rounds) and campaign throughput (jobs={args.jobs})")
     for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "instructions +",
                 "check run us", "trials/s", "ideal trials/s", "of ideal"]:
         table.add_column(col, justify="right")

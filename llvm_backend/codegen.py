@@ -1,10 +1,15 @@
-"""mlir-translate -> .ll, llc -> .o, cc -> executable, each a separate timed stage."""
+"""mlir-translate -> .ll, [opt] and llc -> .o, cc -> executable, each a separate timed stage.
+
+Optimized builds of large modules are split by function (`llvm-split`; every ONNX node is a
+function) so that opt and llc run on all cores; the partitions link into the same program.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..runtime import CONTROLLER_SOURCES, PROGRAM_SOURCES, SOURCE_DIR
@@ -85,6 +90,20 @@ def link(objects: list[Path], extra_sources: list[Path], exe: Path, program: boo
               *map(str, runtime), "-o", str(exe), "-lm"], f"linking with {Path(linker).name}")
 
 
+SPLIT_BYTES = 1 << 20  # modules smaller than this compile faster in one piece
+
+
+def _split(ll: Path, prefix: Path) -> list[Path]:
+    """Partitions of the module for parallel opt/llc (one partition when small or on one core)."""
+    jobs = min(os.cpu_count() or 1, 8)
+    for stale in prefix.parent.glob(prefix.name + "*"):
+        stale.unlink()
+    if jobs < 2 or ll.stat().st_size < SPLIT_BYTES:
+        return [ll]
+    run_tool([tool_path("llvm-split"), "-j", str(jobs), "--round-robin", "-o", str(prefix), str(ll)], "llvm-split")
+    return [prefix.parent / f"{prefix.name}{i}" for i in range(jobs)]
+
+
 def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[Path],
                  opt_level: int = 0, program: bool = False, cplusplus: bool = False,
                  target_cpu: str | None = None, ir_opt: bool = False) -> dict[str, float]:
@@ -94,16 +113,26 @@ def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[
     start = time.perf_counter()
     translate(llvm_mlir, ll)
     seconds["translate"] = time.perf_counter() - start
-    code = ll
+    objects = [obj]
     if ir_opt:
         start = time.perf_counter()
-        code = out_dir / f"{stem}.opt.bc"
-        optimize_ir(ll, code, target_cpu)
-        seconds["opt"] = time.perf_counter() - start
+        parts = _split(ll, out_dir / f"{stem}.part")
+
+        def compile_part(part: Path) -> Path:
+            optimized = part.with_suffix(part.suffix + ".opt.bc")
+            optimize_ir(part, optimized, target_cpu)
+            part_obj = part.with_suffix(part.suffix + ".o")
+            llc(optimized, part_obj, opt_level, target_cpu)
+            return part_obj
+
+        with ThreadPoolExecutor(len(parts)) as pool:
+            objects = list(pool.map(compile_part, parts))
+        seconds["opt+llc"] = time.perf_counter() - start
+    else:
+        start = time.perf_counter()
+        llc(ll, obj, opt_level, target_cpu)
+        seconds["llc"] = time.perf_counter() - start
     start = time.perf_counter()
-    llc(code, obj, opt_level, target_cpu)
-    seconds["llc"] = time.perf_counter() - start
-    start = time.perf_counter()
-    link([obj], extra_sources, exe, program, cplusplus)
+    link(objects, extra_sources, exe, program, cplusplus)
     seconds["link"] = time.perf_counter() - start
     return seconds

@@ -16,6 +16,7 @@ _WHEEL_DIRS = {
     "opt": "llvm/bin",
     "llvm-as": "llvm/bin",
     "llvm-link": "llvm/bin",
+    "llvm-split": "llvm/bin",
 }
 
 

@@ -16,6 +16,10 @@ import numpy as np
 import onnx
 import pytest
 from conftest import assert_close, make_model, ort_run
+from lltfi_mlir.dialect_passes.lowering import TO_LLVM, run_pipeline
+from lltfi_mlir.llvm_backend.codegen import build_native
+from lltfi_mlir.llvm_backend.glue import generate_glue
+from mlir import ir
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir import CompileOptions, compile_onnx
@@ -116,6 +120,37 @@ def test_traced_views_of_one_buffer_are_freed_once(tmp_path):
     assert np.array_equal(r, relu) and np.array_equal(y, relu.reshape(3, 2)) and np.array_equal(z_traced, z)
     glue = (tmp_path / "b" / "glue.c").read_text()
     assert "lltfi_free_results(owned, 4, inputs);" in glue
+
+
+ALIASED_RESULTS = """
+memref.global "private" constant @c : memref<2xf32> = dense<[1.0, 2.0]> {alignment = 64 : i64}
+func.func @main_graph(%x: memref<2xf32>) -> (memref<2xf32>, memref<2xf32>, memref<2xf32>, memref<2xf32>,
+                                             memref<1x2xf32>) attributes {llvm.emit_c_interface} {
+  %g = memref.get_global @c : memref<2xf32>
+  %a = memref.alloc() {alignment = 64 : i64} : memref<2xf32>
+  linalg.add ins(%x, %g : memref<2xf32>, memref<2xf32>) outs(%a : memref<2xf32>)
+  %v = memref.expand_shape %a [[0, 1]] output_shape [1, 2] : memref<2xf32> into memref<1x2xf32>
+  return %x, %g, %a, %a, %v : memref<2xf32>, memref<2xf32>, memref<2xf32>, memref<2xf32>, memref<1x2xf32>
+}
+"""
+
+
+def test_glue_frees_only_what_the_model_allocated(tmp_path):
+    """Lowered without the deallocation pipeline, the entry returns its input, a constant global
+    (allocated pointer 0xdeadbeef), one buffer twice and a view of it: the glue must free that
+    buffer once and nothing else, or 1,000 runs abort (double free) or crash."""
+    with ir.Context():
+        module = ir.Module.parse(ALIASED_RESULTS)
+        run_pipeline(module, TO_LLVM, "lowering to LLVM")
+        (tmp_path / "model.llvm.mlir").write_text(str(module))
+    outputs = [("x", (2,)), ("c", (2,)), ("a", (2,)), ("a_again", (2,)), ("view", (1, 2))]
+    (tmp_path / "glue.c").write_text(generate_glue("main_graph", [("x", (2,))], outputs))
+    build_native(tmp_path / "model.llvm.mlir", tmp_path, "model", [tmp_path / "glue.c"])
+    x = np.array([10.0, 20.0], np.float32)
+    got = run_repeated(tmp_path, [x], len(outputs), repeat=1000)
+    c, total = np.array([1.0, 2.0], np.float32), np.array([11.0, 22.0], np.float32)
+    for actual, expected in zip(got, [x, c, total, total, total.reshape(1, 2)]):
+        assert np.array_equal(actual, expected)
 
 
 # -- 2. no artifact holds weight text -------------------------------------------------------------

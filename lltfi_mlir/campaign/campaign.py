@@ -38,11 +38,11 @@ from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, run_profile, write_inputs_list
 from .propagation import layer_rows
+from .report import summarize
+from .stats import planned_trials, wilson
 
 # Instances per input up to which the hooked self-check runs (about a second on this machine).
 SELF_CHECK_LIMIT = 200_000_000
-from .report import summarize
-from .stats import planned_trials, wilson
 
 SHADOW = 1 << 40  # trial id offset of the fault-free shadow runs that record golden trace windows
 WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}

@@ -2,7 +2,7 @@
 
 `onnx.load` reads the file, parses every initializer into the message, and each later
 `numpy_helper.to_array` or shape-inference round copies the weights again: a 330 MB model needed
-3 GB and 25 s only to be refused for one unsupported operator. Here the file is scanned at the
+3 GB and over 10 s only to be refused for one unsupported operator. Here the file is scanned at the
 protobuf wire level instead: everything but the large initializers is parsed as usual (the graph
 is small) and each large initializer becomes a `TensorRef` that reads its bytes straight into a
 numpy array when asked. Operators can thus be checked before any weight is read, and the weights

@@ -17,7 +17,11 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
     attrs = imp.attrs(node)
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
     trans_a, trans_b = int(attrs.get("transA", 0)), int(attrs.get("transB", 0))
-    a, w = imp.value(node.input[0]), imp.value(node.input[1])
+    a = imp.value(node.input[0])
+    w_const = imp.const(node.input[1])
+    # A constant B^T is packed at compile time instead: never materialize (and ship) it twice.
+    packed = imp.optimized and trans_b and w_const is not None
+    w = None if packed else imp.value(node.input[1])
     out_shape = imp.shape(node.output[0])
     d = b.dims(3)  # m, n, k
     a_map = b.affine_map(3, [d[2], d[0]] if trans_a else [d[0], d[2]])
@@ -37,11 +41,11 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
         init = b.fill(out_shape, 0.0)
 
     if imp.optimized:
-        w_const = imp.const(node.input[1])
         if not trans_b:
             w_kn = w
-        elif w_const is not None:  # pack once at compile time: columns contiguous for vector loads
-            w_kn = imp.pool.constant(np.ascontiguousarray(w_const.astype(np.float32).T), node.input[1] + "_kn")
+        elif packed:  # columns contiguous for vector loads
+            w_kn = imp.pool.constant(np.ascontiguousarray(w_const.astype(np.float32, copy=False).T),
+                                     node.input[1] + "_kn")
         else:
             w_kn = _transpose(w)
         return [_tiled_matmul(imp, a, w_kn, init, out_shape, trans_a, alpha)]
