@@ -22,7 +22,7 @@ from .errors import UsageError
 from .frontend.importer import ImportConfig, check_operators, check_supported, import_model
 from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
-from .llvm_backend.codegen import build_native
+from .llvm_backend.codegen import assemble, build_native, translate_module
 from .llvm_backend.glue import generate_glue
 from .llvm_backend.weights import externalize_weights, write_weights_assembly
 
@@ -160,7 +160,11 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         llvm_mlir = out_dir / f"{STEM}.llvm.mlir"
         with open(llvm_mlir, "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True)
+        translated = translate_module(module, out_dir / f"{STEM}.ll")
         asm = write_weights_assembly(weights, importer.pool.arrays, out_dir)
+    start = time.perf_counter()
+    weights_obj = assemble(asm)
+    seconds["assemble"] = time.perf_counter() - start
 
     inputs = [(n, tuple(loaded.shapes[n])) for n in loaded.inputs]
     outputs = [(n, tuple(loaded.shapes[n])) for n in loaded.outputs]
@@ -168,7 +172,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     outputs += [(t["tensor"], tuple(t["shape"])) for t in traced]
     glue = out_dir / "glue.c"
     glue.write_text(generate_glue(options.entry, inputs, outputs))
-    seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, asm], **backend))
+    seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, weights_obj], translated=translated, **backend))
 
     manifest = {
         "format": 1,

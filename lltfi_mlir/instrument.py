@@ -18,7 +18,7 @@ from .build import Build
 from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .llvm_backend.codegen import build_native, runtime_digest
+from .llvm_backend.codegen import build_native, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
 
 STEM = "model"
@@ -71,17 +71,21 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                              "node names and layer numbers against the manifest)")
         with open(out / f"{STEM}.llvm.mlir", "w") as handle:
             module.operation.print(file=handle, enable_debug_info=True)
+        translated = translate_module(module, out / f"{STEM}.ll")
     glue = out / "glue.c"
     if build.is_program:
         glue.write_text(generate_program_glue(len(result.sites), len(result.units)))
         seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], backend["opt_level"], program=True,
-                               cplusplus=build.manifest.get("language") == "c++")
+                               cplusplus=build.manifest.get("language") == "c++", translated=translated)
     else:
         inputs = [(t.name, t.shape) for t in build.inputs]
         outputs = [(t.name, t.shape) for t in build.all_outputs]
         glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites),
                                       len(result.units)))
-        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, build.directory / "weights.S"],
+        weights = build.directory / "weights.o"  # assembled by compile (older builds: the .S)
+        if not weights.exists():
+            weights = build.directory / "weights.S"
+        seconds = build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, weights], translated=translated,
                                **backend)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
