@@ -132,6 +132,11 @@ class Importer:
         self.node: onnx.NodeProto | None = None
         # Names read by some node or returned: optional outputs outside this set may be ignored.
         self.used = {n for node in loaded.model.graph.node for n in node.input} | set(loaded.outputs)
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in loaded.model.graph.node:
+            for name in dict.fromkeys(node.input):
+                self.consumers.setdefault(name, []).append(node)
+        self.fused: set[str] = set()  # nodes computed inside another node's kernel
 
     # -- helpers for handlers -------------------------------------------------------------------
     def error(self, message: str) -> ModelImportError:
@@ -220,7 +225,8 @@ class Importer:
                 self.values[name] = arg
             with ir.InsertionPoint(block):
                 for node in loaded.model.graph.node:
-                    self._import_node(node)
+                    if node.name not in self.fused:
+                        self._import_node(node)
                 self.node = None
                 results = []
                 for name in list(loaded.outputs) + [t for _, t in self.traced]:
@@ -233,13 +239,27 @@ class Importer:
                 func.ReturnOp(results)
         return module
 
+    def fused_relu(self, node: onnx.NodeProto) -> onnx.NodeProto | None:
+        """The Relu that a tiled Conv applies to its accumulators before storing them (one buffer
+        pass less; the same maximum(y, 0) per element, under the Relu's location), if any."""
+        if not self.optimized or self.config.trace or self.config.op_hooks or node.op_type != "Conv":
+            return None
+        consumers = self.consumers.get(node.output[0], [])
+        if len(consumers) != 1 or consumers[0].op_type != "Relu" or node.output[0] in self.loaded.outputs:
+            return None
+        return consumers[0]
+
     def _import_node(self, node: onnx.NodeProto) -> None:
         self.node = node
+        relu = self.fused_relu(node)
         with ir.Location.name(node.name):
             if self.config.codegen == "optimized" and node.op_type not in VIEW_OPS:
                 outputs = self._outlined(node)
             else:
                 outputs = HANDLERS[node.op_type](self, node)
+        if relu is not None:  # the Conv's result is the Relu's output
+            self.fused.add(relu.name)
+            node = relu
         for name, val in zip(node.output, outputs):
             if not name or val is None:
                 continue

@@ -59,7 +59,7 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
         bias = None
         if len(node.input) > 2 and node.input[2]:
             bias = b.reshape(imp.value(node.input[2]), (group, mg))
-        y = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations)
+        y = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, imp.fused_relu(node))
         return [b.reshape(y, out_shape)]
 
     # Loop dims: n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}
@@ -78,7 +78,7 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
 
 
 def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
-                strides: list[int], dilations: list[int]) -> ir.Value:
+                strides: list[int], dilations: list[int], relu: onnx.NodeProto | None = None) -> ir.Value:
     """Rows = output channels (weights broadcast), columns = the last output dim (input vectors).
 
     Per output element: init (bias or 0), then `acc + x * w` over (c, k_0, ..., k_{r-1}), the
@@ -111,6 +111,10 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
         return vector.broadcast(tiled.vector_type(width), memref.load(bb, [ivs[1], row]))
 
     def store(ivs, row, col0, vec):
+        if relu is not None:  # the Relu node's own operation, as its reference generic builds it
+            with ir.Location.name(relu.name):
+                zero = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), 0.0))
+                vec = arith.maximumf(vec, arith.ConstantOp(vec.type, zero).result)
         vector.store(vec, out, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
 
     tiled.emit(tiled.Contraction(
