@@ -35,9 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_build_options(p: argparse.ArgumentParser, default_codegen: str = "optimized") -> None:
     """Options shared by everything that compiles a model (compile, harden)."""
     p.add_argument("--codegen", choices=["optimized", "reference"], default=default_codegen,
-                   help="optimized: register-tiled vector Conv/Gemm/MatMul, opt -O2, llc -O2 (bit-identical "
-                   "outputs and the same fault sites as reference); reference: scalar loops at llc -O0, as "
-                   f"the LLTFI paper (default {default_codegen})")
+                   help="optimized: register-tiled vector Conv/Gemm/MatMul, IEEE-exact opt passes, llc -O2 "
+                   "(bit-identical outputs and the same fault sites as reference); reference: scalar loops at "
+                   f"llc -O0, as the LLTFI paper (default {default_codegen})")
     p.add_argument("--opt-level", type=int, default=None, choices=[0, 1, 2, 3],
                    help="llc optimisation level (default: 2 for optimized code, 0 for reference code)")
     p.add_argument("--target-cpu", default="native",
