@@ -49,8 +49,8 @@ def _cpu_flags(target_cpu: str | None) -> list[str]:
 # (ResNet-50: 1.9 s against 6.5-12 s, same speed): SROA promotes the accumulator allocas to
 # registers, LICM hoists address arithmetic, the loop vectorizer handles elementwise loops. No pass
 # here may change a floating-point result: without fast-math flags LLVM never reassociates or fuses.
-IR_PIPELINE = ("function(sroa,early-cse,instcombine,simplifycfg,loop-mssa(licm),loop(loop-rotate),"
-               "loop-vectorize,instcombine,simplifycfg)")
+IR_PIPELINE = ("function(sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,loop-mssa(licm),loop(loop-rotate),"
+               "loop-vectorize,instcombine<no-verify-fixpoint>,simplifycfg)")
 
 
 def optimize_ir(ll: Path, out_bc: Path, target_cpu: str | None) -> None:

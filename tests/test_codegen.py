@@ -240,3 +240,23 @@ def test_profile_counts_per_site_equal_reference(tmp_path):
         counts[codegen] = _site_totals(campaign)
     assert counts["optimized"] == counts["reference"]
     assert sum(counts["reference"].values()) > 100_000
+
+
+def test_instrumented_strided_conv_relu_builds_and_counts(tmp_path):
+    """A stride-2 Conv with a fused Relu and a one-lane remainder tile: the optimizer (an assertion
+    build of LLVM) once refused it ('instcombine did not reach a fixpoint'); the instrumented build
+    must compile and its counts must pass the hooked self-check."""
+    from lltfi_mlir.campaign import Campaign, CampaignConfig
+
+    model = conv_model(3, 8, 99, 3, 2, 1, (0, 0), 1, True)
+    model.graph.node[0].output[0] = "c"
+    model.graph.node.append(helper.make_node("Relu", ["c"], ["y"], name="relu"))
+    path = tmp_path / "conv_relu.onnx"
+    onnx.save(model, path)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 3, 99, 99)).astype(np.float32))
+    campaign = Campaign.from_onnx(path, CampaignConfig(), tmp_path / "inputs", out_dir=tmp_path / "out",
+                                  db=tmp_path / "c.db")
+    campaign.prepare()
+    assert campaign.self_check == "passed"
+    assert any(s.op_type == "Relu" and s.lanes > 1 for s in campaign.instrumented.sites)
