@@ -1,16 +1,18 @@
 /* Profile and fork-server modes of an instrumented model.
  *
- *   model --profile --inputs-list L [--repeat N] [--no-check]
+ *   model --profile --inputs-list L [--repeat N] [--no-check] [--timeout-us T]
  *       for each input set: golden output and time (best of N golden runs, which also count the
  *       entries of every versioning unit), then a checking run that sends every selected instance
  *       through the hooks (per-site counts), and the count the fast paths consumed. The three
- *       must agree; Python checks.
+ *       must agree; Python checks. A fault-free run longer than T ends the profile with status 3
+ *       and a one-line error.
  *   model --serve --inputs-list L
  *       reads one trial per stdin line, forks a child per trial, prints one result line per trial.
  *
  * L lists one input set per line (space-separated .npy paths, in model input order). Inputs and
  * weights are loaded once; a child only sets the fault, runs the model and leaves its output and
- * fault log in shared memory. The child arms a real-time timer, so a hang ends by SIGALRM.
+ * fault log in shared memory. The child arms a real-time timer, so a hang ends by SIGALRM (and the
+ * server kills a child that outlives it: see trial_protocol.h).
  *
  * Trial and result lines: see trial_protocol.h. status: ok | crash (signal) | hang (timer) | exit
  * (non-zero exit status); code: the signal or the status.
@@ -89,7 +91,33 @@ static void print_hex(FILE *out, const float *values, int64_t n) {
   }
 }
 
-int lltfi_profile_main(const char *list, int repeat, int check) {
+/* The profile's watchdog: a fault-free run that does not finish is an error, not a stall. */
+static char timeout_message[256];
+static int timeout_message_len;
+
+static void on_profile_timeout(int sig) {
+  (void)sig;
+  if (write(2, timeout_message, timeout_message_len) < 0) {}
+  _exit(3);
+}
+
+static void arm_profile_timer(long long timeout_us, int set) {
+  if (timeout_us <= 0) return;
+  timeout_message_len = snprintf(timeout_message, sizeof timeout_message,
+                                 "error: a fault-free run of input set %d did not finish within %.6g s (it hangs, or "
+                                 "the timeout is too short for this model)\n", set, timeout_us * 1e-6);
+  struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+}
+
+static void disarm_profile_timer(void) {
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+}
+
+int lltfi_profile_main(const char *list, int repeat, int check, long long timeout_us) {
+  lltfi_die_with_parent(0);
+  signal(SIGALRM, on_profile_timeout);
   int rc = load_input_sets(list);
   if (rc) return rc;
   int64_t n_out = total_outputs();
@@ -104,9 +132,11 @@ int lltfi_profile_main(const char *list, int repeat, int check) {
     for (int r = 0; r < (repeat > 0 ? repeat : 1); r++) {
       lltfi_begin_golden();
       memset(lltfi_unit_counts, 0, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
+      arm_profile_timer(timeout_us, s);
       double t0 = now();
       lltfi_model_run(input_sets[s], outs);
       double dt = now() - t0;
+      disarm_profile_timer();
       if (dt < best) best = dt;
     }
     /* What the fast paths subtract must equal what the hooks count: a self-check of the static
@@ -115,7 +145,9 @@ int lltfi_profile_main(const char *list, int repeat, int check) {
     lltfi_begin_golden();
     lltfi_fi_remaining = start;
     memset(lltfi_unit_counts, 0, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
+    arm_profile_timer(timeout_us, s);
     lltfi_model_run(input_sets[s], outs);
+    disarm_profile_timer();
     uint64_t consumed = start - lltfi_fi_remaining;
     memcpy(unit_counts, lltfi_unit_counts, (lltfi_num_units ? lltfi_num_units : 1) * sizeof(uint64_t));
     memset(counts, 0, (lltfi_num_sites ? lltfi_num_sites : 1) * sizeof(uint64_t));
@@ -146,6 +178,7 @@ typedef struct {
 } shared_area;
 
 int lltfi_serve_main(const char *list) {
+  lltfi_die_with_parent(0);
   int rc = load_input_sets(list);
   if (rc) return rc;
   int64_t n_out = total_outputs();
@@ -164,21 +197,21 @@ int lltfi_serve_main(const char *list) {
     memset(&shared->log, 0, sizeof shared->log);
     memset(shared->outputs, 0xff, n_out * sizeof(float));
     fflush(stdout);
+    pid_t server = getpid();
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return 1; }
     if (pid == 0) {
-      struct itimerval timer = {{0, 0}, {trial.timeout_us / 1000000, trial.timeout_us % 1000000}};
-      setitimer(ITIMER_REAL, &timer, NULL);
+      lltfi_child_start(server, trial.timeout_us);
       float *outs[1024];
       output_pointers(shared->outputs, outs);
       lltfi_begin_inject((uint64_t)trial.target, &trial.spec, &shared->log);
       lltfi_model_run(input_sets[trial.input_set], outs);
       _exit(0);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    int watchdog;
+    int status = lltfi_wait_child(pid, trial.timeout_us, &watchdog);
     int code;
-    const char *kind = lltfi_wait_kind(status, &code);
+    const char *kind = lltfi_wait_kind(status, watchdog, &code);
     lltfi_print_result_head(stdout, trial.id, kind, code, &shared->log);
     printf(" %lld ", (long long)(strcmp(kind, "ok") == 0 ? n_out : 0));
     if (strcmp(kind, "ok") == 0) print_hex(stdout, shared->outputs, n_out);

@@ -1,7 +1,7 @@
 /* Native driver of a compiled model: .npy inputs in, .npy outputs out, no Python at inference time.
  *
  *   program --input x.npy [--input x2.npy ...] [--output y.npy ...] [--repeat N] [--time]
- *   program --profile --inputs-list L [--repeat N]    (see campaign_server.c)
+ *   program --profile --inputs-list L [--repeat N] [--no-check] [--timeout-us T]   (see campaign_server.c)
  *   program --serve --inputs-list L                   (fork-server for campaigns)
  *
  * Exit status: 0 success, 2 bad input (missing file, wrong shape or dtype), 1 other failure.
@@ -65,7 +65,7 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-int lltfi_profile_main(const char *list, int repeat, int check);
+int lltfi_profile_main(const char *list, int repeat, int check, long long timeout_us);
 int lltfi_serve_main(const char *list);
 
 int main(int argc, char **argv) {
@@ -75,9 +75,16 @@ int main(int argc, char **argv) {
   mallopt(M_MMAP_THRESHOLD, 1 << 30);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 #endif
-  if (argc >= 4 && !strcmp(argv[1], "--profile") && !strcmp(argv[2], "--inputs-list"))
-    return lltfi_profile_main(argv[3], argc >= 6 && !strcmp(argv[4], "--repeat") ? atoi(argv[5]) : 3,
-                              strcmp(argv[argc - 1], "--no-check") != 0);
+  if (argc >= 4 && !strcmp(argv[1], "--profile") && !strcmp(argv[2], "--inputs-list")) {
+    int repeat = 3, check = 1;
+    long long timeout_us = 0;
+    for (int i = 4; i < argc; i++) {
+      if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
+      else if (!strcmp(argv[i], "--timeout-us") && i + 1 < argc) timeout_us = atoll(argv[++i]);
+      else if (!strcmp(argv[i], "--no-check")) check = 0;
+    }
+    return lltfi_profile_main(argv[3], repeat, check, timeout_us);
+  }
   if (argc >= 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--inputs-list"))
     return lltfi_serve_main(argv[3]);
   const char *in_paths[64], *out_paths[64];

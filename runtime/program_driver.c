@@ -1,11 +1,16 @@
 /* Driver of an instrumented C/C++ program (its `main` renamed to __lltfi_program_main).
  *
  *   prog [args...]                                      golden run, as the original program
- *   prog --lltfi-profile [--stdin F] -- [args...]       P line: counts, golden stdout (see below)
- *   prog --lltfi-serve [--stdin F] [--output-file F]... -- [args...]
+ *   prog --lltfi-profile [--stdin F] [--timeout-us T] -- [args...]
+ *                                                       P line: counts, golden stdout (see below)
+ *   prog --lltfi-serve [--stdin F] [--output-file F]... [--max-output B] -- [args...]
  *                                                       fork-server, same protocol as campaign_server.c
  * Output files (relative names in the working directory) are appended to the captured stdout after
  * each run; with output files the server runs in a private directory of symlinks (see below).
+ * A fault-free run longer than T (profile) is an error. A trial whose captured output exceeds B
+ * bytes (the child may write B + 1 bytes to any file, then SIGXFSZ ends it) reports status
+ * `output_limit` and no output bytes: an over-long output is an SDC, and never fills the disk or
+ * the pipe to Python.
  *
  * Every run happens in a forked child (a program may change global state), with stdout captured in
  * a temporary file and stdin from F (or /dev/null), so each trial sees the same inputs.
@@ -23,6 +28,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "fi_runtime.h"
@@ -42,6 +48,7 @@ static int n_output_files;
 static void capture_output_files(int out_fd);
 static int prog_argc;
 static char **prog_argv;
+static long long max_output;  /* bytes of captured output per trial; 0: no limit */
 
 static double now(void) {
   struct timespec ts;
@@ -49,38 +56,46 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Runs the program in a child; returns wait status; stdout goes to `out_fd`. */
-static int run_child(int out_fd, long long timeout_us, void (*setup)(void *), void *arg) {
+/* Runs the program in a child; returns wait status (`*watchdog`: see lltfi_wait_child); stdout goes
+   to `out_fd`, at most `limit` + 1 bytes of it (`limit` > 0). */
+static int run_child(int out_fd, long long timeout_us, long long limit, int *watchdog, void (*setup)(void *),
+                     void *arg) {
   fflush(stdout);
+  pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) { perror("fork"); exit(1); }
   if (pid == 0) {
+    lltfi_child_start(parent, timeout_us);
+    if (limit > 0) {
+      struct rlimit size = {(rlim_t)limit + 1, (rlim_t)limit + 1};
+      setrlimit(RLIMIT_FSIZE, &size);
+    }
     for (int i = 0; i < n_output_files; i++) unlink(output_files[i]);
     int in = open(stdin_path, O_RDONLY);
     if (in >= 0) { dup2(in, 0); close(in); }
     dup2(out_fd, 1);
-    if (timeout_us > 0) {
-      struct itimerval timer = {{0, 0}, {timeout_us / 1000000, timeout_us % 1000000}};
-      setitimer(ITIMER_REAL, &timer, NULL);
-    }
     setup(arg);
     int rc = __lltfi_program_main(prog_argc, prog_argv);
     exit(rc); /* exit(), not _exit(): the program's stdio buffers must be flushed */
   }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  int status = lltfi_wait_child(pid, timeout_us, watchdog);
   capture_output_files(out_fd);
   return status;
 }
 
-static void print_captured(int fd) {
-  off_t size = lseek(fd, 0, SEEK_END);
+static long long captured_size(int fd) {
+  return (long long)lseek(fd, 0, SEEK_END);
+}
+
+/* Prints " n_bytes hex" of the captured output (" 0 " when `send` is 0), then empties the file. */
+static void print_captured(int fd, int send) {
+  off_t size = send ? lseek(fd, 0, SEEK_END) : 0;
   lseek(fd, 0, SEEK_SET);
   printf(" %lld ", (long long)size);
   unsigned char buf[4096];
   ssize_t n;
   static const char digits[] = "0123456789abcdef";
-  while ((n = read(fd, buf, sizeof buf)) > 0)
+  while (send && (n = read(fd, buf, sizeof buf)) > 0)
     for (ssize_t i = 0; i < n; i++) { putchar(digits[buf[i] >> 4]); putchar(digits[buf[i] & 15]); }
   if (ftruncate(fd, 0) != 0) perror("ftruncate");
   lseek(fd, 0, SEEK_SET);
@@ -181,10 +196,14 @@ int main(int argc, char **argv) {
   if (argc > 1 && !strcmp(argv[1], "--lltfi-profile")) mode = 1;
   else if (argc > 1 && !strcmp(argv[1], "--lltfi-serve")) mode = 2;
   if (mode == 0) return __lltfi_program_main(argc, argv);
+  lltfi_die_with_parent(0);
+  long long timeout_us = 0;  /* profile: per fault-free run */
   for (i = 2; i < argc && strcmp(argv[i], "--"); i++) {
     if (!strcmp(argv[i], "--stdin") && i + 1 < argc) stdin_path = argv[++i];
     else if (!strcmp(argv[i], "--output-file") && i + 1 < argc && n_output_files < 64)
       output_files[n_output_files++] = argv[++i];
+    else if (!strcmp(argv[i], "--timeout-us") && i + 1 < argc) timeout_us = atoll(argv[++i]);
+    else if (!strcmp(argv[i], "--max-output") && i + 1 < argc) max_output = atoll(argv[++i]);
   }
   /* argv[0] stays the program's name; its arguments follow "--". */
   prog_argc = 1 + (i < argc ? argc - i - 1 : 0);
@@ -200,11 +219,19 @@ int main(int argc, char **argv) {
   if (n_output_files) private_workdir();
   atexit(save_golden_counters);
   if (mode == 1) {
+    int watchdog;
     double t0 = now();
-    int status = run_child(out_fd, 0, setup_golden, NULL);
+    int status = run_child(out_fd, timeout_us, 0, &watchdog, setup_golden, NULL);
     double golden = now() - t0;
+    int code;
+    if (!strcmp(lltfi_wait_kind(status, watchdog, &code), "hang")) {
+      fprintf(stderr, "error: the program does not finish within %.6g s without faults (its fault-free run "
+              "hangs, or the timeout is too short for it)\n", timeout_us * 1e-6);
+      return 2;
+    }
     if (!WIFEXITED(status)) {
-      fprintf(stderr, "error: the program fails without faults (signal %d)\n", WTERMSIG(status));
+      fprintf(stderr, "error: the program crashes without faults (signal %d, %s); campaigns need a fault-free "
+              "run that exits 0 (check its arguments and --stdin)\n", WTERMSIG(status), strsignal(WTERMSIG(status)));
       return 2;
     }
     uint64_t consumed = shared->consumed;
@@ -212,17 +239,22 @@ int main(int argc, char **argv) {
     memcpy(units, shared->counts_and_units + lltfi_num_sites, lltfi_num_units * sizeof(uint64_t));
     memset(shared->counts_and_units, 0, lltfi_num_sites * sizeof(uint64_t));
     t0 = now();
-    int check_status = run_child(out_fd, 0, setup_profile, NULL);
+    int check_status = run_child(out_fd, 0, 0, &watchdog, setup_profile, NULL);
     double check = now() - t0;
     (void)check_status;
     if (ftruncate(out_fd, 0) != 0) perror("ftruncate");
     lseek(out_fd, 0, SEEK_SET);
-    run_child(out_fd, 0, setup_golden, NULL);  /* golden stdout, untouched by the profile hooks */
+    int again = run_child(out_fd, timeout_us, 0, &watchdog, setup_golden, NULL);  /* stdout without the hooks */
+    if (!WIFEXITED(again)) {
+      fprintf(stderr, "error: the program's second fault-free run %s (signal %d); campaigns need a deterministic "
+              "program\n", WTERMSIG(again) == SIGALRM || watchdog ? "hangs" : "crashes", WTERMSIG(again));
+      return 2;
+    }
     printf("P 0 %.9f %.9f %llu 1 %d", golden, check, (unsigned long long)consumed, lltfi_num_sites);
     for (int s = 0; s < lltfi_num_sites; s++) printf(" %llu", (unsigned long long)shared->counts_and_units[s]);
     printf(" %d", lltfi_num_units);
     for (int u = 0; u < lltfi_num_units; u++) printf(" %llu", (unsigned long long)units[u]);
-    print_captured(out_fd);
+    print_captured(out_fd, 1);
     printf(" %d\n", WEXITSTATUS(status));
     return 0;
   }
@@ -238,11 +270,14 @@ int main(int argc, char **argv) {
     trial_spec = trial.spec;
     trial_target = (unsigned long long)trial.target;
     memset(&shared->log, 0, sizeof shared->log);
-    int status = run_child(out_fd, trial.timeout_us, setup_trial, NULL);
+    int watchdog;
+    int status = run_child(out_fd, trial.timeout_us, max_output, &watchdog, setup_trial, NULL);
     int code;
-    const char *kind = lltfi_wait_kind(status, &code);
+    const char *kind = lltfi_wait_kind(status, watchdog, &code);
+    int over = max_output > 0 && captured_size(out_fd) > max_output && strcmp(kind, "hang") != 0;
+    if (over) kind = "output_limit";
     lltfi_print_result_head(stdout, trial.id, kind, code, &shared->log);
-    print_captured(out_fd);
+    print_captured(out_fd, !over);
     printf("\n");
     fflush(stdout);
   }

@@ -1,9 +1,16 @@
-/* See trial_protocol.h: one implementation of the line protocol for both fork-servers. */
+/* See trial_protocol.h: one implementation of the line protocol and the watchdogs for both fork-servers. */
 #include "trial_protocol.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 int lltfi_parse_trial(const char *line, lltfi_trial *t) {
   long long window, seed;
@@ -18,11 +25,11 @@ int lltfi_parse_trial(const char *line, lltfi_trial *t) {
   return 0;
 }
 
-const char *lltfi_wait_kind(int status, int *code) {
+const char *lltfi_wait_kind(int status, int watchdog, int *code) {
   *code = 0;
   if (WIFSIGNALED(status)) {
     *code = WTERMSIG(status);
-    return *code == SIGALRM ? "hang" : "crash";
+    return *code == SIGALRM || (watchdog && *code == SIGKILL) ? "hang" : "crash";
   }
   if (WEXITSTATUS(status) != 0) {
     *code = WEXITSTATUS(status);
@@ -42,4 +49,59 @@ void lltfi_print_result_head(FILE *out, long long id, const char *kind, int code
   int nt = log->n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : log->n_trace;
   fprintf(out, " %d", nt);
   for (int i = 0; i < nt; i++) fprintf(out, " %d %llx", log->trace[i].site, (unsigned long long)log->trace[i].bits);
+}
+
+void lltfi_die_with_parent(pid_t parent) {
+#ifdef __linux__
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (parent > 0 && getppid() != parent) _exit(1);  /* the parent died before prctl */
+#else
+  (void)parent;
+#endif
+}
+
+static void arm(long long us) {
+  struct itimerval timer = {{0, 0}, {us / 1000000, us % 1000000}};
+  setitimer(ITIMER_REAL, &timer, NULL);
+}
+
+void lltfi_child_start(pid_t parent, long long timeout_us) {
+  signal(SIGALRM, SIG_DFL);  /* not the server's watchdog handler */
+  lltfi_die_with_parent(parent);
+  if (timeout_us > 0) arm(timeout_us);
+}
+
+static volatile pid_t watched;
+static volatile sig_atomic_t watchdog_fired;
+
+static void on_watchdog(int sig) {
+  (void)sig;
+  if (watched > 0) {
+    kill(watched, SIGKILL);
+    watchdog_fired = 1;
+  }
+}
+
+int lltfi_wait_child(pid_t pid, long long timeout_us, int *watchdog) {
+  watchdog_fired = 0;
+  if (timeout_us > 0) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_watchdog;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGALRM, &action, NULL);
+    watched = pid;
+    arm(2 * timeout_us + 1000000);
+  }
+  /* Wait without reaping, so that the watchdog can never hit a recycled pid; then disarm and reap. */
+  siginfo_t info;
+  while (waitid(P_PID, pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+  if (timeout_us > 0) {
+    arm(0);
+    watched = 0;
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  *watchdog = watchdog_fired;
+  return status;
 }

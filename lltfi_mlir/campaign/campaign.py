@@ -27,22 +27,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..build import Build
 from ..compiler import CompileOptions, compile_onnx, options_of_build
 from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
-from ..errors import UsageError
+from ..errors import RunError, UsageError
 from ..frontend.importer import OP_HOOK
 from ..instrument import InstrumentedBuild, instrument_build
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .inputs import find_input_sets
+from .interrupts import signals_deferred, terminate_as_interrupt
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
-from .profile import InputProfile, run_profile, write_inputs_list
+from .profile import InputProfile, load_profiles, profile_cache_path, run_profile, save_profiles, write_inputs_list
 from .propagation import layer_rows
 from .report import summarize
 from .stats import planned_trials, wilson
 
 # Instances per input up to which the hooked self-check runs (about a second on this machine).
 SELF_CHECK_LIMIT = 200_000_000
+# Seconds a fault-free profile run may take when the config sets no timeout (the reference build of
+# VGG16 takes about 200 s per inference here).
+DEFAULT_GOLDEN_TIMEOUT = 600.0
+# Output a C/C++ program may write in a trial (stdout and output files): the larger of these; more
+# ends the trial as an SDC (status `output_limit`) without collecting it.
+OUTPUT_LIMIT_FLOOR = 4 << 20
+OUTPUT_LIMIT_FACTOR = 16
 
 SHADOW = 1 << 40  # trial id offset of the fault-free shadow runs that record golden trace windows
 WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}
@@ -79,7 +87,7 @@ class Campaign:
             "opt_level": build.manifest["opt_level"],
             "config": _jsonable(dataclasses.asdict(dataclasses.replace(config, runs=0, notes=()))),
             "inputs": [[str(p.resolve()) for p in s] for s in input_sets],
-            "program": dataclasses.asdict(program) if program else None,
+            "program": _jsonable(dataclasses.asdict(program)) if program else None,  # as read back from JSON
         }
         self.identity = identity
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
@@ -97,21 +105,45 @@ class Campaign:
         self.last_run_seconds = 0.0
         self.planned_trials: int | None = None  # with a margin: Leveugle's trial count
         self.last_trials = 0
+        self.profile_cache: Path | None = None  # the profile's cache file, once prepare() ran
+        self.profile_cached = False             # whether prepare() read it instead of profiling
 
     def _profile(self, inputs_list: Path) -> list[InputProfile]:
+        """The profile of every input set, from its cache beside the instrumented executable when the
+        executable and the input contents are unchanged (a resume starts its trials at once)."""
+        self.profile_cache = profile_cache_path(self.instrumented.executable, self.input_sets, self.program)
+        cached = load_profiles(self.profile_cache)
+        self.profile_cached = cached is not None
+        if cached is not None:
+            profiles, check = cached
+            self.self_check = "passed (cached)" if check == "passed" else check
+            slowest = max(range(len(profiles)), key=lambda i: profiles[i].golden_seconds)
+            seconds = profiles[slowest].golden_seconds
+            if self.config.timeout is not None and seconds > self.config.timeout:
+                raise RunError(f"a fault-free run of input set {slowest} takes {seconds:.3g} s (cached profile), "
+                               f"longer than the timeout of {self.config.timeout:g} s")
+            return profiles
+        profiles = self._run_profile(inputs_list)
+        save_profiles(self.profile_cache, profiles, self.self_check)
+        return profiles
+
+    def _run_profile(self, inputs_list: Path) -> list[InputProfile]:
         """Golden runs with unit counters, plus the hooked self-check once per instrumented build:
         with every instance through the hooks it costs seconds per 10^9 instances, so above
-        SELF_CHECK_LIMIT it is skipped (and said so); the fast-path and unit counts still must agree."""
+        SELF_CHECK_LIMIT it is skipped (and said so); the fast-path and unit counts still must agree.
+        Each fault-free run gets the trial timeout (DEFAULT_GOLDEN_TIMEOUT when none is set)."""
         units = self.instrumented.units
+        timeout = self.config.timeout or DEFAULT_GOLDEN_TIMEOUT
         if self.program is not None:
-            return run_profile(self.instrumented.executable, inputs_list, units, program=self.program)
+            return run_profile(self.instrumented.executable, inputs_list, units, program=self.program,
+                               timeout=timeout)
         marker = self.instrumented.directory / "self-check.ok"
-        profiles = run_profile(self.instrumented.executable, inputs_list, units, check=False)
+        profiles = run_profile(self.instrumented.executable, inputs_list, units, check=False, timeout=timeout)
         total = max(p.total for p in profiles)
         if marker.exists():
             self.self_check = "passed (cached)"
         elif total <= SELF_CHECK_LIMIT:
-            run_profile(self.instrumented.executable, inputs_list, units, repeat=1, check=True)
+            run_profile(self.instrumented.executable, inputs_list, units, repeat=1, check=True, timeout=timeout)
             marker.write_text(f"{total}\n")
             self.self_check = "passed"
         else:
@@ -199,6 +231,7 @@ class Campaign:
             "executable": str(self.instrumented.executable.resolve()),
             "inputs_list": str(inputs_list.resolve()),
             "timeout_us": int(self.timeout_seconds() * 1e6),
+            "max_output": self.max_output(),
             "output_shapes": [list(t.shape) for t in self.build.outputs],
             "sdc": dataclasses.asdict(self.config.sdc),
             "program": dataclasses.asdict(self.program) if self.program else None,
@@ -228,6 +261,12 @@ class Campaign:
             return self.config.timeout
         # The floor keeps a loaded machine from turning slow fault-free runs into "hangs".
         return max(50 * max(p.golden_seconds for p in self.profiles), 2.0)
+
+    def max_output(self) -> int:
+        """Bytes of output a program's trial may write (0: a model, whose outputs have a fixed size)."""
+        if not self.build.is_program:
+            return 0
+        return max(OUTPUT_LIMIT_FLOOR, OUTPUT_LIMIT_FACTOR * max(len(p.golden) for p in self.profiles))
 
     def population(self) -> int:
         width = max(WIDTH[s.type] for s in self.instrumented.sites)
@@ -325,7 +364,7 @@ class Campaign:
             results = self._stratified_results(total, done, timeout_us)
         else:
             executor = LocalExecutor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
-                                     self.jobs, timeout_us, self.program)
+                                     self.jobs, timeout_us, self.program, max_output=self.max_output())
             results = executor.run(self._expand(t for t in trials_iter if t.id not in done))
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
@@ -340,33 +379,44 @@ class Campaign:
             inst_rows: list[tuple] = []
             pairs: dict[int, dict] = {}
             already_tight = margin is not None and self._tight_enough(tally, margin)  # a resumed run
-            if remaining > 0 and not already_tight:
-                for result in results:
-                    if self.config.max_trace:
-                        result, golden_run = self._pair(result, pairs)
-                        if result is None:
-                            continue
-                        inst_rows += [(result.trial.id, i, site, f"{bits:x}",
-                                       f"{golden_run.trace[i][1]:x}" if i < len(golden_run.trace) else None)
-                                      for i, (site, bits) in enumerate(result.trace)]
-                    row, layers = self._row(result)
-                    traced_layers += layers
-                    batch.append(row)
-                    self.last_trials += 1
-                    tally[row["outcome"]] += 1
-                    bar.update(task, advance=1, description=self._tally_text(tally))
-                    if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
-                        db.add_traces(traced_layers, inst_rows)
-                        db.add_trials(batch)
-                        batch.clear()
-                        traced_layers.clear()
-                        inst_rows.clear()
-                        last_commit = time.monotonic()
-                        if margin is not None and self._tight_enough(tally, margin):
-                            break
-            if batch:
+
+            def flush() -> None:  # idempotent until cleared: an interrupted write is simply redone
                 db.add_traces(traced_layers, inst_rows)
                 db.add_trials(batch)
+                batch.clear()
+                traced_layers.clear()
+                inst_rows.clear()
+
+            # Every trial the bar counts is in `batch` until written: on Ctrl-C, SIGTERM or an error
+            # the finally clause writes it (signals held meanwhile) before the servers are ended.
+            with terminate_as_interrupt():
+                try:
+                    if remaining > 0 and not already_tight:
+                        for result in results:
+                            if self.config.max_trace:
+                                result, golden_run = self._pair(result, pairs)
+                                if result is None:
+                                    continue
+                                inst_rows += [(result.trial.id, i, site, f"{bits:x}",
+                                               f"{golden_run.trace[i][1]:x}" if i < len(golden_run.trace) else None)
+                                              for i, (site, bits) in enumerate(result.trace)]
+                            row, layers = self._row(result)
+                            traced_layers += layers
+                            batch.append(row)
+                            self.last_trials += 1
+                            tally[row["outcome"]] += 1
+                            bar.update(task, advance=1, description=self._tally_text(tally))
+                            if len(batch) >= 256 or time.monotonic() - last_commit > 1.0:
+                                flush()
+                                last_commit = time.monotonic()
+                                if margin is not None and self._tight_enough(tally, margin):
+                                    break
+                finally:
+                    with signals_deferred():
+                        if batch:
+                            flush()
+                        if hasattr(results, "close"):
+                            results.close()  # ends the fork-servers now, not when collected
             self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)
 
@@ -420,7 +470,8 @@ class Campaign:
                                  f"{len(id_map)}; cannot stratify this selection")
             counts = [sum(c[i] for i in id_map) for c in per_site]
             list_path = write_inputs_list(self.input_sets, layer_build.directory / "inputs.txt")
-            executor = LocalExecutor(layer_build.executable, list_path, self.jobs, timeout_us, self.program)
+            executor = LocalExecutor(layer_build.executable, list_path, self.jobs, timeout_us, self.program,
+                                     max_output=self.max_output())
             for result in executor.run(self._expand(uniform_trial(self.config, counts, i) for i in ids)):
                 faults = tuple(dataclasses.replace(f, site=id_map[f.site]) for f in result.faults)
                 trace = tuple((id_map[s], bits) for s, bits in result.trace)

@@ -3,6 +3,11 @@
 `LocalExecutor` starts one fork-server per job (the instrumented model loaded once per server);
 each trial is a fork inside the server, never an exec or a Python start-up. A cluster executor
 only needs the same `run(trials)` generator.
+
+Nothing a trial does can stall the pool: each server's stderr is drained by a thread (keeping the
+last few KB for error messages), a child that outlives its timer is killed by its server, a
+server that stops answering is an error after `stall_seconds`, and servers and children die with
+their parent (runtime/trial_protocol.h).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import contextlib
 import os
 import selectors
 import subprocess
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +53,7 @@ class FaultRecord:
 @dataclass(frozen=True)
 class RawResult:
     trial: Trial
-    status: str                  # ok | crash | hang | exit
+    status: str                  # ok | crash | hang | exit | output_limit (programs: output over the cap)
     code: int                    # signal number or exit status
     faults: tuple[FaultRecord, ...]
     output: bytes                # raw little-endian float32 bytes of all outputs, concatenated
@@ -70,82 +77,169 @@ def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
     return RawResult(trials.pop(trial_id), status, code, tuple(faults), data, trace)
 
 
+class StderrTail(threading.Thread):
+    """Reads a child's stderr until it closes, keeping the last `keep` bytes: a pipe nobody reads
+    fills after 64 KB and blocks the writer (a trial that writes to stderr would end as a false hang)."""
+
+    def __init__(self, stream, keep: int = 4096) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.keep, self.tail = stream, keep, bytearray()
+        self.start()
+
+    def run(self) -> None:
+        try:  # the thread owns the stream: it closes it at end of file, never under a pending read
+            while chunk := os.read(self.stream.fileno(), 1 << 16):
+                self.tail += chunk
+                if len(self.tail) > 2 * self.keep:
+                    del self.tail[:-self.keep]
+        except OSError:
+            pass
+        finally:
+            self.stream.close()
+
+    def text(self, wait: float = 1.0) -> str:
+        """The last bytes written, once the writer has closed its end (or after `wait` seconds)."""
+        self.join(wait)
+        return bytes(self.tail[-self.keep:]).decode(errors="replace").strip()
+
+
+class _Server:
+    """One fork-server: its process, stderr tail, partial result line and trials in flight."""
+
+    def __init__(self, argv: list[str]) -> None:
+        # A session of its own: a Ctrl-C at the terminal reaches the driver only, which then saves what
+        # is done and ends its servers (rather than servers dying under it while results are pending).
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     bufsize=0, start_new_session=True)
+        self.stderr = StderrTail(self.proc.stderr)
+        self.buffer = bytearray()
+        self.scanned = 0           # bytes of `buffer` known to hold no newline
+        self.in_flight: list[int] = []
+        self.since = time.monotonic()  # last result (or start)
+
+    def lines(self, chunk: bytes) -> list[bytes]:
+        """Appends a chunk; returns the complete lines (linear in the line length, however long)."""
+        self.buffer += chunk
+        lines = []
+        start = 0
+        while (end := self.buffer.find(b"\n", max(start, self.scanned))) >= 0:
+            lines.append(bytes(self.buffer[start:end]))
+            start = end + 1
+        del self.buffer[:start]
+        self.scanned = len(self.buffer)
+        return lines
+
+
 class LocalExecutor:
-    """A pool of fork-servers on this machine, `jobs` of them, each with two trials in flight."""
+    """A pool of fork-servers on this machine, `jobs` of them, each with two trials in flight.
+
+    `max_output` (programs): bytes of output a trial may produce before it ends as `output_limit`
+    (0: no limit). A server that gives no result for `stall_seconds` (default: three trial timeouts
+    plus 10 s; its own watchdog ends a child at two) is an error."""
 
     def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int,
-                 program: ProgramRun | None = None) -> None:
+                 program: ProgramRun | None = None, max_output: int = 0, stall_seconds: float | None = None) -> None:
         self.executable, self.inputs_list, self.jobs, self.timeout_us = executable, inputs_list, jobs, timeout_us
         self.program = program
+        self.max_output = max_output
+        self.stall_seconds = stall_seconds if stall_seconds is not None else 3 * timeout_us / 1e6 + 10
 
-    def _start(self) -> list[subprocess.Popen]:
-        servers = []
+    def _argv(self) -> list[str]:
         if self.program is not None:
-            argv = [str(self.executable), "--lltfi-serve", *self.program.driver_args()]
-        else:
-            argv = [str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)]
+            limit = ["--max-output", str(self.max_output)] if self.max_output else []
+            return [str(self.executable), "--lltfi-serve", *limit, *self.program.driver_args()]
+        return [str(self.executable), "--serve", "--inputs-list", str(self.inputs_list)]
+
+    def _start(self, servers: list[_Server]) -> None:
+        argv = self._argv()
         for _ in range(self.jobs):
-            proc = subprocess.Popen(argv,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    bufsize=0)
+            server = _Server(argv)
+            servers.append(server)
             ready = b""
             while not ready.endswith(b"\n"):
-                chunk = os.read(proc.stdout.fileno(), 1)
+                chunk = os.read(server.proc.stdout.fileno(), 1)
                 if not chunk:
                     break
                 ready += chunk
-            ready = ready.decode()
-            if not ready.startswith("READY"):
-                err = proc.stderr.read().decode().strip()
-                proc.kill()
-                raise RunError(f"fork-server did not start: {err or ready.strip()}")
-            servers.append(proc)
-        return servers
+            if not ready.startswith(b"READY"):
+                server.proc.kill()
+                server.proc.wait()
+                err = server.stderr.text()
+                raise RunError(f"fork-server did not start: {err[-300:] or ready.decode(errors='replace').strip()}")
+            server.since = time.monotonic()
 
     def run(self, trials: Iterable[Trial]) -> Iterator[RawResult]:
         pending = iter(trials)
         in_flight: dict[int, Trial] = {}
-        servers = self._start()
+        servers: list[_Server] = []
         selector = selectors.DefaultSelector()
-        buffers: dict[int, bytes] = {}
         try:
-            for proc in servers:
+            self._start(servers)
+            for server in servers:
                 # Raw reads: a buffered readline could hold a second result line that select() never
                 # reports, and the pool would wait forever.
-                selector.register(proc.stdout.fileno(), selectors.EVENT_READ, proc)
-                buffers[proc.pid] = b""
+                selector.register(server.proc.stdout.fileno(), selectors.EVENT_READ, server)
                 for _ in range(2):
-                    self._send(proc, pending, in_flight)
+                    self._send(server, pending, in_flight)
+            checked = time.monotonic()
             while in_flight:
-                for key, _ in selector.select():
-                    proc = key.data
+                events = selector.select(timeout=1.0)
+                if time.monotonic() - checked >= 1.0:
+                    self._check_stalls(servers)
+                    checked = time.monotonic()
+                for key, _ in events:
+                    server = key.data
                     chunk = os.read(key.fd, 1 << 16)
                     if not chunk:
-                        err = proc.stderr.read().decode().strip()
-                        raise RunError(f"fork-server exited unexpectedly: {err[-300:]}")
-                    buffers[proc.pid] += chunk
-                    *lines, buffers[proc.pid] = buffers[proc.pid].split(b"\n")
-                    for line in lines:
-                        yield parse_result(line.decode(), in_flight)
-                        self._send(proc, pending, in_flight)
+                        server.proc.wait()
+                        raise RunError(f"fork-server exited unexpectedly (status {server.proc.returncode}): "
+                                       f"{server.stderr.text()[-300:]}")
+                    for line in server.lines(chunk):
+                        server.since = time.monotonic()
+                        result = parse_result(line.decode(), in_flight)
+                        server.in_flight.remove(result.trial.id)
+                        yield result
+                        self._send(server, pending, in_flight)
         finally:
-            for proc in servers:  # end of input lets a server clean up after itself
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            for proc in servers:
-                try:
-                    proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            self._stop(servers, abandon=bool(in_flight))
             selector.close()
 
-    def _send(self, proc: subprocess.Popen, pending: Iterator[Trial], in_flight: dict[int, Trial]) -> None:
+    def _check_stalls(self, servers: list[_Server]) -> None:
+        now = time.monotonic()
+        for server in servers:
+            if server.in_flight and now - server.since > self.stall_seconds:
+                raise RunError(f"fork-server {server.proc.pid} gave no result for {now - server.since:.0f} s "
+                               f"(trial {server.in_flight[0]}, timeout {self.timeout_us / 1e6:g} s per trial); "
+                               f"its last words: {server.stderr.text(0)[-300:] or '(none)'}")
+
+    @staticmethod
+    def _stop(servers: list[_Server], abandon: bool) -> None:
+        """End of input lets a server clean up after itself; with trials still in flight (an error or an
+        interrupt: nobody will read their results) the servers are killed at once."""
+        for server in servers:
+            if abandon:
+                with contextlib.suppress(OSError):
+                    server.proc.kill()
+            with contextlib.suppress(OSError):
+                server.proc.stdin.close()
+        for server in servers:
+            try:
+                server.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait()
+            server.proc.stdout.close()
+            server.stderr.join(1.0)
+
+    def _send(self, server: _Server, pending: Iterator[Trial], in_flight: dict[int, Trial]) -> None:
         trial = next(pending, None)
         if trial is None:
             return
         in_flight[trial.id] = trial
-        os.write(proc.stdin.fileno(), trial.line(self.timeout_us).encode())
+        if not server.in_flight:
+            server.since = time.monotonic()
+        server.in_flight.append(trial.id)
+        os.write(server.proc.stdin.fileno(), trial.line(self.timeout_us).encode())
 
 
 def split_outputs(data: bytes, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:

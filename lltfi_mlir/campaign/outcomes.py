@@ -100,4 +100,6 @@ def classify(status: str, activated: bool, judge: SdcJudge, golden, faulty) -> s
         return "crash"
     if not activated:
         return "not_activated"
+    if status == "output_limit":  # a program's output far longer than its golden output
+        return "sdc"
     return "sdc" if judge.is_sdc(golden, faulty) else "benign"

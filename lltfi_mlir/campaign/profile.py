@@ -1,12 +1,24 @@
-"""The profile run: golden outputs, dynamic count per site, baseline time, per input set."""
+"""The profile run: golden outputs, dynamic count per site, baseline time, per input set.
+
+Every fault-free run of the profile has a timeout (a hang or a crash is a one-line error, not a
+stalled campaign), and profiles are cached beside the instrumented executable, keyed by that
+executable and the contents of the inputs, so that a resumed campaign starts its trials at once.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError, RunError
+
+PROFILE_CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -26,21 +38,50 @@ def write_inputs_list(input_sets: list[list[Path]], path: Path) -> Path:
     return path
 
 
+def _communicate(argv: list[str], backstop: float | None) -> subprocess.CompletedProcess:
+    """Runs the profile in a process group of its own; on a timeout or an interrupt the whole group
+    (the profile and any child of it) is killed."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=backstop)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise RunError(f"the profile run of {argv[0]} did not end within {backstop:.0f} s; it was killed") from None
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
 def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]],
-                repeat: int = 3, program=None, check: bool = True) -> list[InputProfile]:
+                repeat: int = 3, program=None, check: bool = True, timeout: float | None = None) -> list[InputProfile]:
     """Profile each input set; three independent counts must agree or the instrumentation is wrong:
     unit entries x static instances per entry, the hooks' per-site counts, and what the fast
     paths consumed from the countdown. `check=False` skips the hooked run (models only): the
-    first and third still agree or the run fails."""
+    first and third still agree or the run fails. `timeout`: seconds per fault-free run."""
+    limit = ["--timeout-us", str(max(1, int(timeout * 1e6)))] if timeout else []
     if program is not None:
-        argv = [str(executable), "--lltfi-profile", *program.driver_args()]
+        argv = [str(executable), "--lltfi-profile", *limit, *program.driver_args()]
+        runs = 3
     else:
-        argv = [str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", str(repeat)]
+        argv = [str(executable), "--profile", "--inputs-list", str(inputs_list), "--repeat", str(repeat), *limit]
         if not check:
             argv.append("--no-check")
-    proc = subprocess.run(argv, capture_output=True, text=True)
+        runs = sum(1 for line in inputs_list.read_text().splitlines() if line.strip()) * (repeat + 2)
+    # The runtime times each fault-free run; this backstop also covers the (slower) hooked run.
+    proc = _communicate(argv, 4 * timeout * runs + 60 if timeout else None)
+    message = " ".join(proc.stderr.strip().splitlines()[-1:]).removeprefix("error: ")
     if proc.returncode == 2:
-        raise InputError(proc.stderr.strip().removeprefix("error: "))
+        raise InputError(message)
+    if proc.returncode == 3:
+        raise RunError(message)
+    if proc.returncode < 0:
+        name = "?"
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(-proc.returncode).name
+        raise RunError(f"the fault-free profile run of {executable} crashed (signal {-proc.returncode}, {name}): "
+                       f"{proc.stderr.strip()[-300:] or 'no message'}")
     if proc.returncode != 0:
         raise RunError(f"profile run failed (status {proc.returncode}): {proc.stderr.strip()[-300:]}")
     profiles = []
@@ -71,3 +112,47 @@ def run_profile(executable: Path, inputs_list: Path, units: list[dict[int, int]]
                            "selected instances; please report this with the model")
         profiles.append(InputProfile(float(parts[2]), float(parts[3]), tuple(counted), data))
     return profiles
+
+
+def _digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def profile_cache_path(executable: Path, input_sets: list[list[Path]], program=None) -> Path:
+    """Where the profile of this instrumented executable on these inputs is cached. The key: the
+    executable (path, size, mtime), the contents of every input file; for a program its arguments,
+    working directory, and the contents of its stdin and of every argument that names a file. (A
+    program that reads other files: delete `profile-*.json` after changing them.)"""
+    stat = executable.stat()
+    key: dict = {"version": PROFILE_CACHE_VERSION,
+                 "executable": [str(executable.resolve()), stat.st_size, stat.st_mtime_ns],
+                 "inputs": [[_digest(p) for p in paths] for paths in input_sets]}
+    if program is not None:
+        key["program"] = dict(asdict(program), cwd=os.getcwd(), stdin=_digest(program.stdin) if program.stdin else None,
+                              files={a: _digest(a) for a in program.args if os.path.isfile(a)})
+    name = hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    return executable.parent / f"profile-{name}.json"
+
+
+def save_profiles(path: Path, profiles: list[InputProfile], self_check: str) -> None:
+    data = {"self_check": self_check,
+            "profiles": [dict(asdict(p), golden=p.golden.hex()) for p in profiles]}
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(data))
+    os.replace(partial, path)  # atomic: concurrent campaigns never read half a file
+
+
+def load_profiles(path: Path) -> tuple[list[InputProfile], str] | None:
+    """The cached profiles and self-check status, or None (missing or unreadable: profile again)."""
+    try:
+        data = json.loads(path.read_text())
+        profiles = [InputProfile(float(p["golden_seconds"]), float(p["check_seconds"]),
+                                 tuple(int(c) for c in p["site_counts"]), bytes.fromhex(p["golden"]))
+                    for p in data["profiles"]]
+        return profiles, str(data["self_check"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -57,7 +57,8 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     trial = Trial(recorded["id"], recorded["input"], recorded["target"], fault, recorded["bit"], recorded["seed"])
     program = ProgramRun(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["program"].items()}) \
         if info.get("program") else None
-    executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program)
+    executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program,
+                             max_output=info.get("max_output", 0))
     (result,) = list(executor.run([trial]))
     shapes = [tuple(s) for s in info["output_shapes"]]
 
