@@ -242,7 +242,7 @@ class Importer:
     def fused_relu(self, node: onnx.NodeProto) -> onnx.NodeProto | None:
         """The Relu that a tiled Conv applies to its accumulators before storing them (one buffer
         pass less; the same maximum(y, 0) per element, under the Relu's location), if any."""
-        if not self.optimized or self.config.trace or self.config.op_hooks or node.op_type != "Conv":
+        if not self.optimized or self.config.op_hooks or node.op_type != "Conv":
             return None
         consumers = self.consumers.get(node.output[0], [])
         if len(consumers) != 1 or consumers[0].op_type != "Relu" or node.output[0] in self.loaded.outputs:
@@ -257,10 +257,11 @@ class Importer:
                 outputs = self._outlined(node)
             else:
                 outputs = HANDLERS[node.op_type](self, node)
-        if relu is not None:  # the Conv's result is the Relu's output
+        names = list(node.output)
+        if relu is not None:  # the Conv's result is the Relu's output (traced builds: both)
             self.fused.add(relu.name)
-            node = relu
-        for name, val in zip(node.output, outputs):
+            names = [relu.output[0]] if len(outputs) == 1 else [node.output[0], relu.output[0]]
+        for name, val in zip(names, outputs):
             if not name or val is None:
                 continue
             if self.config.op_hooks and ir.RankedTensorType(val.type).element_type == b.f32():

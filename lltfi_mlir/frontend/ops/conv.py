@@ -59,7 +59,10 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
         bias = None
         if len(node.input) > 2 and node.input[2]:
             bias = b.reshape(imp.value(node.input[2]), (group, mg))
-        y = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, imp.fused_relu(node))
+        relu = imp.fused_relu(node)
+        y, pre = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, relu, keep_input=imp.config.trace)
+        if pre is not None:  # a traced build returns the Conv's own output too
+            return [b.reshape(pre, out_shape), b.reshape(y, out_shape)]
         return [b.reshape(y, out_shape)]
 
     # Loop dims: n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}
@@ -78,7 +81,8 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
 
 
 def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
-                strides: list[int], dilations: list[int], relu: onnx.NodeProto | None = None) -> ir.Value:
+                strides: list[int], dilations: list[int], relu: onnx.NodeProto | None = None,
+                keep_input: bool = False) -> tuple[ir.Value, ir.Value | None]:
     """Rows = output channels (weights broadcast), columns = the last output dim (input vectors).
 
     Per output element: init (bias or 0), then `acc + x * w` over (c, k_0, ..., k_{r-1}), the
@@ -92,6 +96,8 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     xb, wb = tiled.as_buffer(x), tiled.as_buffer(w)
     bb = tiled.as_buffer(bias) if bias is not None else None
     out = tiled.new_buffer(acc_shape)
+    # With a fused Relu, a traced build also stores the Conv's values (a store: no fault site).
+    pre = tiled.new_buffer(acc_shape) if relu is not None and keep_input else None
 
     def load_vector(ivs, red, col0, width):
         c, k = red[0], red[1:]
@@ -111,6 +117,8 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
         return vector.broadcast(tiled.vector_type(width), memref.load(bb, [ivs[1], row]))
 
     def store(ivs, row, col0, vec):
+        if pre is not None:
+            vector.store(vec, pre, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
         if relu is not None:  # the Relu node's own operation, as its reference generic builds it
             with ir.Location.name(relu.name):
                 zero = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), 0.0))
@@ -122,4 +130,4 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
         reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
         load_init=load_init, store=store,
         step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
-    return tiled.as_tensor(out)
+    return tiled.as_tensor(out), tiled.as_tensor(pre) if pre is not None else None
