@@ -85,7 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
     p.add_argument("--runs", type=int, help="number of trials (overrides the config's numOfRuns)")
     p.add_argument("--seed", type=int, help="campaign seed (overrides fi_random_seed / campaign.seed)")
-    p.add_argument("--jobs", "-j", type=int, help="parallel fork-servers (default: one per core)")
+    p.add_argument("--jobs", "-j", type=int, help="trials run at once (default: one per core)")
+    p.add_argument("--engine", choices=["walk", "simple"],
+                   help="walk (default for models): one golden run per input set forks each trial at its first "
+                   "fault, so a trial costs only the rest of the inference; simple (default and only choice for "
+                   "C/C++ programs): each trial runs the whole program in a fork-server child. Both give the "
+                   "same results, and either resumes the other's database")
     p.add_argument("--margin", type=float, help="plan the trial count for this error margin (Leveugle et al. "
                    "2009) and stop once the 95%% interval of the SDC rate is that tight")
     p.add_argument("--exhaustive", action="store_true", help="every (dynamic instance, bit) pair")
@@ -294,7 +299,7 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     if args.margin is not None and not 0 < args.margin < 1:
         raise UsageError(f"--margin {args.margin}: must be between 0 and 1 (e.g. 0.01)")
     target = Path(args.target)
-    kwargs = {"db": args.db, "jobs": args.jobs}
+    kwargs = {"db": args.db, "jobs": args.jobs, "engine": args.engine}
     program_args = args.program_args
     if program_args or args.stdin or args.output_file:
         from .campaign.executor import ProgramRun

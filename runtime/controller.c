@@ -3,6 +3,7 @@
  *   program --input x.npy [--input x2.npy ...] [--output y.npy ...] [--repeat N] [--time]
  *   program --profile --inputs-list L [--repeat N] [--no-check] [--timeout-us T]   (see campaign_server.c)
  *   program --serve --inputs-list L                   (fork-server for campaigns)
+ *   program --walk --inputs-list L [--jobs J]         (campaigns forked at the injection point)
  *
  * Exit status: 0 success, 2 bad input (missing file, wrong shape or dtype), 1 other failure.
  */
@@ -67,6 +68,7 @@ static double now(void) {
 
 int lltfi_profile_main(const char *list, int repeat, int check, long long timeout_us);
 int lltfi_serve_main(const char *list);
+int lltfi_walk_main(const char *list, int jobs);
 
 int main(int argc, char **argv) {
 #ifdef __GLIBC__
@@ -87,6 +89,8 @@ int main(int argc, char **argv) {
   }
   if (argc >= 4 && !strcmp(argv[1], "--serve") && !strcmp(argv[2], "--inputs-list"))
     return lltfi_serve_main(argv[3]);
+  if (argc >= 4 && !strcmp(argv[1], "--walk") && !strcmp(argv[2], "--inputs-list"))  /* walk_server.c */
+    return lltfi_walk_main(argv[3], argc >= 6 && !strcmp(argv[4], "--jobs") ? atoi(argv[5]) : 1);
   const char *in_paths[64], *out_paths[64];
   int n_in = 0, n_out = 0, repeat = 1, show_time = 0;
   for (int i = 1; i < argc; i++) {

@@ -18,6 +18,7 @@ static lltfi_fault_log *fault_log;
 static uint64_t next_index;  /* dynamic index of the instance that reads remaining == 0 */
 static uint64_t rng_state;
 static int trace_left;        /* instances still to record after the last fault */
+static void (*walk_reached)(void);
 
 static uint64_t splitmix64(void) {
   uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
@@ -51,6 +52,13 @@ void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *s, lltfi_fault_
   rng_state = spec.seed;
   next_index = target;
   lltfi_fi_remaining = target;
+}
+
+void lltfi_begin_walk(uint64_t first, void (*reached)(void)) {
+  lltfi_mode = LLTFI_WALK;
+  walk_reached = reached;
+  trace_left = 0;
+  lltfi_fi_remaining = first;
 }
 
 /* Corrupt `width` bits of `bits`; returns the new bits and records the fault. */
@@ -106,7 +114,10 @@ static inline int at_target(int32_t site) {
     return 0;
   }
   if (trace_left > 0) return 2;
-  if (lltfi_fi_remaining == 0) return lltfi_mode == LLTFI_INJECT;
+  if (lltfi_fi_remaining == 0) {
+    if (lltfi_mode == LLTFI_WALK) walk_reached();  /* may switch this process to inject mode */
+    return lltfi_mode == LLTFI_INJECT;
+  }
   lltfi_fi_remaining--;
   return 0;
 }

@@ -6,7 +6,8 @@
 #define LLTFI_MAX_FAULTS 64
 #define LLTFI_MAX_TRACE 4096
 
-enum lltfi_mode { LLTFI_GOLDEN = 0, LLTFI_PROFILE = 1, LLTFI_INJECT = 2 };
+/* LLTFI_WALK: golden, but the hook whose countdown reads 0 calls the walk callback (walk_server.c). */
+enum lltfi_mode { LLTFI_GOLDEN = 0, LLTFI_PROFILE = 1, LLTFI_INJECT = 2, LLTFI_WALK = 3 };
 /* LLTFI_NO_FAULT: reach the instance and record it, change nothing (the golden side of a trace). */
 enum lltfi_fault_type { LLTFI_BITFLIP = 0, LLTFI_STUCK_AT_0 = 1, LLTFI_STUCK_AT_1 = 2, LLTFI_NO_FAULT = 3 };
 
@@ -52,4 +53,9 @@ void lltfi_begin_golden(void);
 void lltfi_begin_profile(uint64_t *counts);
 /* target: 0-based dynamic index of the first fault; log: where to record (may be shared memory). */
 void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *spec, lltfi_fault_log *log);
+/* A golden run that calls `reached` at dynamic index `first`, in the hook, before the value passes.
+   `reached` either re-arms the countdown (lltfi_fi_remaining = instances to skip before the next call)
+   or switches to inject mode at this instance (lltfi_begin_inject(index, ...) with lltfi_fi_remaining
+   = 0: the hook then injects exactly as in a run begun in inject mode). */
+void lltfi_begin_walk(uint64_t first, void (*reached)(void));
 #endif

@@ -41,6 +41,7 @@ from .profile import InputProfile, load_profiles, profile_cache_path, run_profil
 from .propagation import layer_rows
 from .report import summarize
 from .stats import planned_trials, wilson
+from .walk_executor import WalkExecutor
 
 # Instances per input up to which the hooked self-check runs (about a second on this machine).
 SELF_CHECK_LIMIT = 200_000_000
@@ -52,6 +53,7 @@ DEFAULT_GOLDEN_TIMEOUT = 600.0
 OUTPUT_LIMIT_FLOOR = 4 << 20
 OUTPUT_LIMIT_FACTOR = 16
 
+ENGINES = ("walk", "simple")
 SHADOW = 1 << 40  # trial id offset of the fault-free shadow runs that record golden trace windows
 WIDTH = {"f32": 32, "f64": 64, "i1": 1, "i8": 8, "i16": 16, "i32": 32, "i64": 64, "!llvm.ptr": 64}
 
@@ -66,9 +68,22 @@ def _jsonable(value):
     return value
 
 
+def _engine(engine: str | None, build: Build) -> str:
+    """`walk` (fork each trial at its injection point) for models, `simple` (one fork-server child
+    per trial, running the whole inference) for C/C++ programs, unless asked otherwise."""
+    if engine is None:
+        return "simple" if build.is_program else "walk"
+    if engine not in ENGINES:
+        raise UsageError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "walk" and build.is_program:
+        raise UsageError("the walk engine runs ONNX models; C/C++ programs run with --engine simple")
+    return engine
+
+
 class Campaign:
     def __init__(self, build: Build, config: CampaignConfig, input_sets: list[list[Path]],
-                 db: str | Path | None = None, jobs: int | None = None, program: ProgramRun | None = None) -> None:
+                 db: str | Path | None = None, jobs: int | None = None, program: ProgramRun | None = None,
+                 engine: str | None = None) -> None:
         self.build = build
         if build.is_program:
             program = program or ProgramRun()
@@ -82,6 +97,7 @@ class Campaign:
         self.config = config
         self.input_sets = input_sets
         self.jobs = jobs or os.cpu_count() or 1
+        self.engine = _engine(engine, build)  # how trials run; not part of the campaign's identity
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
             "opt_level": build.manifest["opt_level"],
@@ -363,8 +379,8 @@ class Campaign:
         if self.config.draw == "per_layer" and not exhaustive:
             results = self._stratified_results(total, done, timeout_us)
         else:
-            executor = LocalExecutor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
-                                     self.jobs, timeout_us, self.program, max_output=self.max_output())
+            executor = self._executor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
+                                      timeout_us)
             results = executor.run(self._expand(t for t in trials_iter if t.id not in done))
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
@@ -420,6 +436,12 @@ class Campaign:
             self.last_run_seconds = time.perf_counter() - started  # trials only (benchmarks read it)
         return summarize(db)
 
+    def _executor(self, executable: Path, inputs_list: Path, timeout_us: int) -> LocalExecutor | WalkExecutor:
+        if self.engine == "walk":
+            return WalkExecutor(executable, inputs_list, self.jobs, timeout_us, n_inputs=len(self.input_sets))
+        return LocalExecutor(executable, inputs_list, self.jobs, timeout_us, self.program,
+                             max_output=self.max_output())
+
     def _expand(self, trials: Iterator[Trial]) -> Iterator[Trial]:
         """With maxTrace, each trial is followed by its shadow: the same instance reached without a
         fault, recording the golden window of the same length."""
@@ -470,8 +492,7 @@ class Campaign:
                                  f"{len(id_map)}; cannot stratify this selection")
             counts = [sum(c[i] for i in id_map) for c in per_site]
             list_path = write_inputs_list(self.input_sets, layer_build.directory / "inputs.txt")
-            executor = LocalExecutor(layer_build.executable, list_path, self.jobs, timeout_us, self.program,
-                                     max_output=self.max_output())
+            executor = self._executor(layer_build.executable, list_path, timeout_us)
             for result in executor.run(self._expand(uniform_trial(self.config, counts, i) for i in ids)):
                 faults = tuple(dataclasses.replace(f, site=id_map[f.site]) for f in result.faults)
                 trace = tuple((id_map[s], bits) for s, bits in result.trace)
