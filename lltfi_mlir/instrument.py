@@ -44,7 +44,8 @@ def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes) -> 
     payload["backend"] = backend
     payload["module"] = hashlib.sha256(module_text).hexdigest()  # a rebuilt model invalidates the cache
     payload["runtime"] = runtime_digest()  # so does a changed C runtime
-    payload["version"] = 4  # 3 and older: per-block grouping bug (wrong counts in multi-block nests)
+    # 3 and older: per-block grouping bug (wrong counts in multi-block nests); 4: smaller units
+    payload["version"] = 5
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
