@@ -44,11 +44,13 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int load_input_sets(const char *list) {
+/* Both servers load their inputs here: the same allocations in the same order, so a fault that reads
+   past a buffer sees the same heap in either engine. */
+int lltfi_load_input_sets(const char *list, float ***sets, int max_sets, int *n_sets) {
   FILE *f = fopen(list, "r");
   if (!f) { fprintf(stderr, "error: cannot open %s\n", list); return 2; }
   char line[65536];
-  while (fgets(line, sizeof line, f) && n_sets < MAX_SETS) {
+  while (fgets(line, sizeof line, f) && *n_sets < max_sets) {
     float **set = calloc(lltfi_num_inputs, sizeof(float *));
     int i = 0;
     for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
@@ -63,11 +65,13 @@ static int load_input_sets(const char *list) {
     }
     if (i == 0) continue;
     if (i != lltfi_num_inputs) { fprintf(stderr, "error: a line of %s has %d inputs, the model takes %d\n", list, i, lltfi_num_inputs); return 2; }
-    input_sets[n_sets++] = set;
+    sets[(*n_sets)++] = set;
   }
   fclose(f);
-  return n_sets ? 0 : 2;
+  return *n_sets ? 0 : 2;
 }
+
+static int load_input_sets(const char *list) { return lltfi_load_input_sets(list, input_sets, MAX_SETS, &n_sets); }
 
 static int64_t total_outputs(void) {
   int64_t n = 0;

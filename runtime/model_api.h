@@ -24,4 +24,6 @@ void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int
 
 /* Frees the result buffers of one run (the model hands their ownership to the caller). */
 void lltfi_free_results(float *const *allocated, int n, float *const *inputs);
+/* Reads an inputs list (one input set of .npy paths per line); campaign_server.c. */
+int lltfi_load_input_sets(const char *list, float ***sets, int max_sets, int *n_sets);
 #endif

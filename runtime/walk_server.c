@@ -39,7 +39,6 @@
 
 #include "fi_runtime.h"
 #include "model_api.h"
-#include "npy.h"
 #include "trial_protocol.h"
 
 #define MAX_SETS 4096
@@ -86,32 +85,8 @@ static double now(void) {
   return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The same allocations in the same order as campaign_server.c's load_input_sets (fopen, the line
-   buffer, one calloc per set, npy_read per file, fclose): keep the two in step, or index faults
-   that read past a buffer could see a different heap in the two engines. */
 static int load_input_sets(const char *list) {
-  FILE *f = fopen(list, "r");
-  if (!f) { fprintf(stderr, "error: cannot open %s\n", list); return 2; }
-  char line[65536];
-  while (fgets(line, sizeof line, f) && st->n_sets < MAX_SETS) {
-    float **set = calloc(lltfi_num_inputs, sizeof(float *));
-    int i = 0;
-    for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
-      if (i >= lltfi_num_inputs) { fprintf(stderr, "error: too many inputs on a line of %s\n", list); return 2; }
-      npy_array arr;
-      char err[512];
-      if (npy_read(tok, &arr, err, sizeof err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-      int same = arr.data && arr.rank == lltfi_inputs[i].rank;
-      for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == lltfi_inputs[i].shape[d];
-      if (!same) { fprintf(stderr, "error: %s: not float32 of the shape of input '%s'\n", tok, lltfi_inputs[i].name); return 2; }
-      set[i++] = arr.data;
-    }
-    if (i == 0) continue;
-    if (i != lltfi_num_inputs) { fprintf(stderr, "error: a line of %s has %d inputs, the model takes %d\n", list, i, lltfi_num_inputs); return 2; }
-    st->input_sets[st->n_sets++] = set;
-  }
-  fclose(f);
-  return st->n_sets ? 0 : 2;
+  return lltfi_load_input_sets(list, st->input_sets, MAX_SETS, &st->n_sets);
 }
 
 static void output_pointers(float *base, float **outs) {

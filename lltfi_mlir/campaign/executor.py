@@ -130,6 +130,26 @@ class _Server:
         return lines
 
 
+def stop_servers(servers: list, abandon: bool) -> None:
+    """End of input lets a server clean up after itself; with trials still in flight (an error or an
+    interrupt: nobody will read their results) the servers are killed at once. Servers of either
+    engine: each has `proc` (a Popen) and `stderr` (a StderrTail)."""
+    for server in servers:
+        if abandon:
+            with contextlib.suppress(OSError):
+                server.proc.kill()
+        with contextlib.suppress(OSError):
+            server.proc.stdin.close()
+    for server in servers:
+        try:
+            server.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+        server.proc.stdout.close()
+        server.stderr.join(1.0)
+
+
 class LocalExecutor:
     """A pool of fork-servers on this machine, `jobs` of them, each with two trials in flight.
 
@@ -214,22 +234,7 @@ class LocalExecutor:
 
     @staticmethod
     def _stop(servers: list[_Server], abandon: bool) -> None:
-        """End of input lets a server clean up after itself; with trials still in flight (an error or an
-        interrupt: nobody will read their results) the servers are killed at once."""
-        for server in servers:
-            if abandon:
-                with contextlib.suppress(OSError):
-                    server.proc.kill()
-            with contextlib.suppress(OSError):
-                server.proc.stdin.close()
-        for server in servers:
-            try:
-                server.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
-                server.proc.wait()
-            server.proc.stdout.close()
-            server.stderr.join(1.0)
+        stop_servers(servers, abandon)
 
     def _send(self, server: _Server, pending: Iterator[Trial], in_flight: dict[int, Trial]) -> None:
         trial = next(pending, None)

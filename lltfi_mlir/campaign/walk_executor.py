@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import RunError
-from .executor import RawResult, StderrTail, parse_result
+from .executor import RawResult, StderrTail, parse_result, stop_servers
 from .plan import Trial
 
 # Trial children per walker. One walker per job measured best on 2 cores (LeNet-5, SqueezeNet, Dave2:
@@ -197,18 +197,4 @@ class WalkExecutor:
 
     @staticmethod
     def _stop(servers: list[_WalkServer], abandon: bool) -> None:
-        """End of input ends a server; with trials in flight (an error or an interrupt) it is killed."""
-        for server in servers:
-            if abandon:
-                with contextlib.suppress(OSError):
-                    server.proc.kill()
-            with contextlib.suppress(OSError):
-                server.proc.stdin.close()
-        for server in servers:
-            try:
-                server.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                server.proc.kill()
-                server.proc.wait()
-            server.proc.stdout.close()
-            server.stderr.join(1.0)
+        stop_servers(servers, abandon)
