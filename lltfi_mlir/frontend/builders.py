@@ -22,24 +22,75 @@ def f32() -> ir.Type:
     return ir.F32Type.get()
 
 
-def tensor_type(shape: Sequence[int]) -> ir.RankedTensorType:
-    return ir.RankedTensorType.get(list(shape), f32())
+def i64() -> ir.Type:
+    return ir.IntegerType.get_signless(64)
+
+
+def i1() -> ir.Type:
+    return ir.IntegerType.get_signless(1)
+
+
+def index() -> ir.Type:
+    return ir.IndexType.get()
+
+
+def tensor_type(shape: Sequence[int], elem: ir.Type | None = None) -> ir.RankedTensorType:
+    return ir.RankedTensorType.get(list(shape), elem or f32())
 
 
 def shape_of(value: ir.Value) -> tuple[int, ...]:
     return tuple(ir.RankedTensorType(value.type).shape)
 
 
-def empty(shape: Sequence[int]) -> ir.Value:
-    return tensor.EmptyOp(list(shape), f32()).result
+def elem_of(value: ir.Value) -> ir.Type:
+    """Element type of a ranked tensor value."""
+    return ir.RankedTensorType(value.type).element_type
 
 
-def scalar(value: float) -> ir.Value:
-    return arith.ConstantOp(f32(), ir.FloatAttr.get(f32(), float(value))).result
+def is_float(elem: ir.Type) -> bool:
+    return isinstance(elem, (ir.F16Type, ir.BF16Type, ir.F32Type, ir.F64Type))
 
 
-def fill(shape: Sequence[int], value: float) -> ir.Value:
-    return linalg.fill(scalar(value), outs=[empty(shape)])
+def empty(shape: Sequence[int], elem: ir.Type | None = None) -> ir.Value:
+    return tensor.EmptyOp(list(shape), elem or f32()).result
+
+
+def scalar(value: float, elem: ir.Type | None = None) -> ir.Value:
+    """A scalar constant of `elem` (default f32); integer types take int(value), i1 takes bool."""
+    elem = elem or f32()
+    if isinstance(elem, ir.IndexType):
+        return arith.ConstantOp(elem, ir.IntegerAttr.get(elem, int(value))).result
+    if is_float(elem):
+        return arith.ConstantOp(elem, ir.FloatAttr.get(elem, float(value))).result
+    width = ir.IntegerType(elem).width
+    v = int(value) & ((1 << width) - 1)
+    if v >= 1 << (width - 1) and width > 1:
+        v -= 1 << width  # signless attributes take the two's complement value
+    return arith.ConstantOp(elem, ir.IntegerAttr.get(elem, v)).result
+
+
+def fill(shape: Sequence[int], value: float, elem: ir.Type | None = None) -> ir.Value:
+    return linalg.fill(scalar(value, elem), outs=[empty(shape, elem)])
+
+
+# numpy dtype -> MLIR element type (integers are signless: unsigned semantics are the handlers' job).
+_NUMPY_ELEMENTS = {
+    "float32": ir.F32Type.get, "float64": ir.F64Type.get, "float16": ir.F16Type.get,
+    "int64": lambda: ir.IntegerType.get_signless(64), "uint64": lambda: ir.IntegerType.get_signless(64),
+    "int32": lambda: ir.IntegerType.get_signless(32), "uint32": lambda: ir.IntegerType.get_signless(32),
+    "int16": lambda: ir.IntegerType.get_signless(16), "uint16": lambda: ir.IntegerType.get_signless(16),
+    "int8": lambda: ir.IntegerType.get_signless(8), "uint8": lambda: ir.IntegerType.get_signless(8),
+    # Bool tensors are bytes holding 0 or 1 (numpy's layout); upstream's memref lowering asserts on
+    # i1 stores. Comparisons yield i1 scalars that are widened before they are stored.
+    "bool": lambda: ir.IntegerType.get_signless(8),
+}
+_SIGNED_VIEW = {"uint64": np.int64, "uint32": np.int32, "uint16": np.int16, "uint8": np.int8, "bool": np.int8}
+
+
+def numpy_element(dtype: np.dtype) -> ir.Type | None:
+    """The MLIR element type of a numpy dtype, or None if the importer has none for it."""
+    make = _NUMPY_ELEMENTS.get(np.dtype(dtype).name)
+    return make() if make else None
 
 
 class ConstantPool:
@@ -50,8 +101,15 @@ class ConstantPool:
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
         # (np.ascontiguousarray alone would turn a 0-d array into shape (1,).)
-        array = np.ascontiguousarray(array, dtype=np.float32).reshape(np.shape(array))
-        ttype = tensor_type(array.shape)
+        array = np.ascontiguousarray(array).reshape(np.shape(array))
+        if array.dtype.name in _SIGNED_VIEW:
+            array = array.view(_SIGNED_VIEW[array.dtype.name])
+        ttype = tensor_type(array.shape, elem)
+        """A constant tensor of the array's own element type (float32 unless it has another)."""
+        array = np.asarray(array)
+        elem = numpy_element(array.dtype) or f32()
+        if array.dtype.name not in _NUMPY_ELEMENTS:
+            array = array.astype(np.float32)
         if array.size <= RESOURCE_THRESHOLD:
             attr = ir.DenseElementsAttr.get(array, type=ttype)
         else:
@@ -83,7 +141,7 @@ def generic(inputs: Sequence[ir.Value], input_maps: Sequence[ir.AffineMap], init
         ir.ArrayAttr.get([ir.AffineMapAttr.get(m) for m in list(input_maps) + [output_map]]),
         ir.ArrayAttr.get([ir.Attribute.parse(f"#linalg.iterator_type<{it}>") for it in iterators]),
     )
-    block = op.regions[0].blocks.append(*([f32()] * (len(inputs) + 1)))
+    block = op.regions[0].blocks.append(*[elem_of(v) for v in list(inputs) + [init]])
     with ir.InsertionPoint(block):
         linalg.YieldOp([body(*block.arguments)])
     return op.result
@@ -105,12 +163,14 @@ def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
 
 
 def elementwise(values: Sequence[ir.Value], body: Callable[..., ir.Value],
-                out_shape: Sequence[int] | None = None) -> ir.Value:
-    """Apply `body` to broadcast scalars of `values`; the output slot is ignored."""
+                out_shape: Sequence[int] | None = None, out_elem: ir.Type | None = None) -> ir.Value:
+    """Apply `body` to broadcast scalars of `values`; the output slot is ignored. The result has
+    `out_elem` elements (default: those of the first value)."""
     shapes = [shape_of(v) for v in values]
     out_shape = tuple(out_shape) if out_shape is not None else broadcast_shape(*shapes)
     rank = len(out_shape)
-    return generic(values, [broadcast_map(s, out_shape) for s in shapes], empty(out_shape),
+    out_elem = out_elem or elem_of(values[0])
+    return generic(values, [broadcast_map(s, out_shape) for s in shapes], empty(out_shape, out_elem),
                    affine_map(rank, dims(rank)), [PARALLEL] * rank,
                    lambda *args: body(*args[:-1]))
 
@@ -126,19 +186,20 @@ def reshape(value: ir.Value, new_shape: Sequence[int]) -> ir.Value:
     if old_shape == new_shape:
         return value
     assert int(np.prod(old_shape)) == int(np.prod(new_shape)), (old_shape, new_shape)
+    elem = elem_of(value)
     # Rank 0 <-> all-ones shapes: one collapse/expand with no reassociation groups.
     if not old_shape:
-        return tensor.ExpandShapeOp(tensor_type(new_shape), value, reassociation_attr([]), [],
+        return tensor.ExpandShapeOp(tensor_type(new_shape, elem), value, reassociation_attr([]), [],
                                     ir.DenseI64ArrayAttr.get(list(new_shape))).result
     if not new_shape:
-        return tensor.CollapseShapeOp(tensor_type(()), value, reassociation_attr([])).result
+        return tensor.CollapseShapeOp(tensor_type((), elem), value, reassociation_attr([])).result
     flat = value
     if len(old_shape) != 1:
-        flat = tensor.CollapseShapeOp(tensor_type([int(np.prod(old_shape))]), value,
+        flat = tensor.CollapseShapeOp(tensor_type([int(np.prod(old_shape))], elem), value,
                                       reassociation_attr(reassociation_all(len(old_shape)))).result
     if len(new_shape) == 1:
         return flat
-    return tensor.ExpandShapeOp(tensor_type(new_shape), flat,
+    return tensor.ExpandShapeOp(tensor_type(new_shape, elem), flat,
                                 reassociation_attr(reassociation_all(len(new_shape))), [],
                                 ir.DenseI64ArrayAttr.get(list(new_shape))).result
 
@@ -153,9 +214,14 @@ def pad(value: ir.Value, low: Sequence[int], high: Sequence[int], pad_value: flo
         return value
     shape = shape_of(value)
     out_shape = [s + lo + hi for s, lo, hi in zip(shape, low, high)]
-    op = tensor.PadOp(tensor_type(out_shape), value, [], [], ir.DenseI64ArrayAttr.get(list(low)),
+    op = tensor.PadOp(tensor_type(out_shape, elem_of(value)), value, [], [], ir.DenseI64ArrayAttr.get(list(low)),
                       ir.DenseI64ArrayAttr.get(list(high)))
     block = op.regions[0].blocks.append(*([ir.IndexType.get()] * len(shape)))
     with ir.InsertionPoint(block):
-        tensor.YieldOp(scalar(pad_value))
+        tensor.YieldOp(scalar(pad_value, elem_of(value)))
     return op.result
+
+
+def loop_index(dim: int) -> ir.Value:
+    """The iteration index of loop `dim` inside a linalg.generic body."""
+    return linalg.IndexOp(dim).result

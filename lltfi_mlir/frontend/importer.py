@@ -27,18 +27,35 @@ VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", 
 
 Handler = Callable[["Importer", onnx.NodeProto], list]
 HANDLERS: dict[str, Handler] = {}
+# Op types whose handlers build every element type they accept (and refuse the others themselves).
+# Other handlers build float32 arithmetic: a run-time input of another type is refused before them.
+ANY_DTYPE: set[str] = set()
 
-# ONNX element types accepted on the computation path; everything else is refused up front.
+# Element types of traced and op-hooked values (float32 faults only).
 FLOAT_TYPES = {onnx.TensorProto.FLOAT}
+_T = onnx.TensorProto
+# ONNX element types the importer computes with (integers as signless MLIR integers, bool as i1).
+ELEMENT_TYPES: dict[int, np.dtype] = {
+    _T.FLOAT: np.dtype(np.float32), _T.DOUBLE: np.dtype(np.float64), _T.FLOAT16: np.dtype(np.float16),
+    _T.INT64: np.dtype(np.int64), _T.INT32: np.dtype(np.int32), _T.INT16: np.dtype(np.int16),
+    _T.INT8: np.dtype(np.int8), _T.UINT64: np.dtype(np.uint64), _T.UINT32: np.dtype(np.uint32),
+    _T.UINT16: np.dtype(np.uint16), _T.UINT8: np.dtype(np.uint8), _T.BOOL: np.dtype(np.bool_),
+}
+UNSIGNED_TYPES = {_T.UINT8, _T.UINT16, _T.UINT32, _T.UINT64}
+# Element types of model inputs and outputs the native program reads and writes (runtime/, glue.py).
+IO_TYPES = {onnx.TensorProto.FLOAT}
 OP_HOOK = "lltfi_op_f32"  # identity defined in runtime/fi_runtime.c
 
 
-def handler(*op_types: str) -> Callable[[Handler], Handler]:
-    """Register a function as the importer of the given ONNX op types."""
+def handler(*op_types: str, any_dtype: bool = False) -> Callable[[Handler], Handler]:
+    """Register a function as the importer of the given ONNX op types; `any_dtype` says it handles
+    run-time inputs of other element types than float32 (integers, bool, float16/64) itself."""
 
     def register(fn: Handler) -> Handler:
         for op_type in op_types:
             HANDLERS[op_type] = fn
+            if any_dtype:
+                ANY_DTYPE.add(op_type)
         return fn
 
     return register
@@ -112,9 +129,11 @@ def check_supported(loaded: LoadedModel) -> None:
         dtype = loaded.dtypes.get(name)
         if name in loaded.constants and name in loaded.outputs:
             continue
-        if dtype not in FLOAT_TYPES:
+        if dtype not in IO_TYPES:
             kind = onnx.TensorProto.DataType.Name(dtype) if dtype else "unknown"
-            raise ModelImportError(f"tensor '{name}' has element type {kind}; only float32 model "
+            allowed = ", ".join(onnx.TensorProto.DataType.Name(t).lower() for t in sorted(IO_TYPES))
+            raise ModelImportError(f"tensor '{name}' has element type {kind}; only "
+                                   f"{'float32' if IO_TYPES == FLOAT_TYPES else allowed} model "
                                    "inputs and outputs are supported")
         if name not in loaded.shapes:
             raise ModelImportError(f"tensor '{name}' has no static shape after shape inference")
@@ -161,20 +180,37 @@ class Importer:
         return value
 
     def value(self, name: str) -> ir.Value:
-        """The tensor for an input name, materialising constants as f32 on first use."""
+        """The tensor for an input name, materialising constants at their own type on first use."""
         if name in self.values:
             return self.values[name]
         array = self.const(name)
         if array is None:
             raise self.error(f"input '{name}' is not produced by any node")
-        if array.dtype.kind not in "fiub":
+        if b.numpy_element(array.dtype) is None:
             raise self.error(f"constant '{name}' of dtype {array.dtype} cannot be used as a tensor")
-        if array.dtype.kind != "f":
-            raise self.error(f"tensor '{name}' has integer type {array.dtype}; only float32 "
-                             "computations are supported")
-        val = self.pool.constant(array.astype(np.float32, copy=False), name)  # weights: no copy
+        val = self.pool.constant(array, name)  # weights: no copy
         self.values[name] = val
         return val
+
+    def dtype(self, name: str) -> int:
+        """The ONNX element type of a tensor name (float32 when shape inference left it unknown)."""
+        array = self.const(name)
+        if array is not None:
+            for onnx_type, np_type in ELEMENT_TYPES.items():
+                if array.dtype == np_type:
+                    return onnx_type
+        return self.loaded.dtypes.get(name) or onnx.TensorProto.FLOAT
+
+    def unsigned(self, name: str) -> bool:
+        return self.dtype(name) in UNSIGNED_TYPES
+
+    def element(self, onnx_type: int) -> ir.Type:
+        """The MLIR element type of an ONNX element type; others are refused naming the node."""
+        np_type = ELEMENT_TYPES.get(onnx_type)
+        if np_type is None:
+            kind = onnx.TensorProto.DataType.Name(onnx_type) if onnx_type else "unknown"
+            raise self.error(f"element type {kind} is not supported")
+        return b.numpy_element(np_type)
 
     @property
     def optimized(self) -> bool:
@@ -202,7 +238,7 @@ class Importer:
     def _build(self, module: ir.Module) -> ir.Module:
         self.module = module
         loaded = self.loaded
-        in_types = [b.tensor_type(loaded.shapes[n]) for n in loaded.inputs]
+        in_types = [b.tensor_type(loaded.shapes[n], self.element(self.dtype(n))) for n in loaded.inputs]
         self.traced = []
         if self.config.trace:
             seen: set[str] = set()  # graph outputs are traced too (as copies): the last layer counts
@@ -212,7 +248,8 @@ class Importer:
                             and loaded.dtypes.get(name) in FLOAT_TYPES):
                         self.traced.append((node.name, name))
                         seen.add(name)
-        out_types = [b.tensor_type(loaded.shapes[n]) for n in list(loaded.outputs) + [t for _, t in self.traced]]
+        out_types = [b.tensor_type(loaded.shapes[n], self.element(self.dtype(n)))
+                     for n in list(loaded.outputs) + [t for _, t in self.traced]]
         with ir.InsertionPoint(module.body), ir.Location.name("graph"):
             if self.config.op_hooks:
                 hook = func.FuncOp(OP_HOOK, ir.FunctionType.get([b.f32()], [b.f32()]))
@@ -251,6 +288,12 @@ class Importer:
 
     def _import_node(self, node: onnx.NodeProto) -> None:
         self.node = node
+        if node.op_type not in ANY_DTYPE:
+            for name in node.input:
+                if name and self.const(name) is None and self.dtype(name) != onnx.TensorProto.FLOAT:
+                    kind = onnx.TensorProto.DataType.Name(self.dtype(name))
+                    raise self.error(f"input '{name}' has element type {kind}; {node.op_type} is "
+                                     "supported on float32 only")
         relu = self.fused_relu(node)
         with ir.Location.name(node.name):
             if self.config.codegen == "optimized" and node.op_type not in VIEW_OPS:
@@ -269,6 +312,10 @@ class Importer:
                     val = b.elementwise([val], lambda x: func.CallOp([b.f32()], OP_HOOK, [x]).result)
             expected = self.loaded.shapes.get(name)
             got = b.shape_of(val)
+            want = self.loaded.dtypes.get(name)
+            if want in ELEMENT_TYPES and b.elem_of(val) != self.element(want):
+                raise self.error(f"output '{name}' built with element type {b.elem_of(val)}, ONNX says "
+                                 f"{onnx.TensorProto.DataType.Name(want)}")
             if expected is not None and tuple(expected) != got:
                 raise self.error(f"output '{name}' built with shape {got}, ONNX shape inference says "
                                  f"{tuple(expected)}")

@@ -1,3 +1,3 @@
 """Operator handlers, one module per family; importing this package registers them all."""
 
-from . import conv, elementwise, matmul, normalization, pool, shape  # noqa: F401
+from . import conv, elementwise, indexing, logic, matmul, normalization, pool, shape, unary  # noqa: F401

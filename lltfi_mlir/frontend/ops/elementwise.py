@@ -7,21 +7,25 @@ import onnx
 from mlir.dialects import arith, math
 
 from .. import builders as b
-from ..importer import Importer, handler
+from .. import scalars as sc
+from ..importer import ELEMENT_TYPES, UNSIGNED_TYPES, Importer, handler
 
 _BINARY = {
-    "Add": arith.addf,
-    "Sub": arith.subf,
-    "Mul": arith.mulf,
-    "Div": arith.divf,
-    "Pow": math.powf,
+    "Add": lambda x, y, _: sc.add(x, y),
+    "Sub": lambda x, y, _: sc.sub(x, y),
+    "Mul": lambda x, y, _: sc.mul(x, y),
+    "Div": sc.div,
+    "Pow": lambda x, y, _: math.powf(x, y),
 }
 
 
-@handler(*_BINARY)
+@handler(*_BINARY, any_dtype=True)
 def binary(imp: Importer, node: onnx.NodeProto) -> list:
     fn = _BINARY[node.op_type]
     a = imp.value(node.input[0])
+    unsigned = imp.unsigned(node.input[0])
+    if node.op_type == "Pow" and not b.is_float(b.elem_of(a)):
+        raise imp.error("Pow of integer tensors is not supported (float bases only)")
     exponent = imp.const(node.input[1]) if node.op_type == "Pow" else None
     if exponent is not None and exponent.dtype.kind in "iu":
         # Pow's exponent may be an integer tensor (T1 != T); a constant one is exact in float32
@@ -29,6 +33,8 @@ def binary(imp: Importer, node: onnx.NodeProto) -> list:
         c = imp.pool.constant(exponent.astype(np.float32), node.input[1])
     else:
         c = imp.value(node.input[1])
+    if node.op_type == "Pow" and b.elem_of(c) != b.elem_of(a):
+        raise imp.error("Pow with an exponent of another element type computed at run time is not supported")
     attrs = imp.attrs(node)
     if imp.opset < 7 and attrs.get("broadcast", 0):
         # Legacy (opset < 7) broadcasting: B's shape matches a contiguous run of A's dims starting
@@ -40,17 +46,17 @@ def binary(imp: Importer, node: onnx.NodeProto) -> list:
         if trailing < 0:
             raise imp.error(f"legacy broadcast of shape {c_shape} at axis {axis} exceeds rank {a_rank}")
         c = b.reshape(c, c_shape + (1,) * trailing)
-    return [b.elementwise([a, c], lambda x, y: fn(x, y))]
+    return [b.elementwise([a, c], lambda x, y: fn(x, y, unsigned))]
 
 
-@handler("Sum")
+@handler("Sum", any_dtype=True)
 def sum_(imp: Importer, node: onnx.NodeProto) -> list:
     values = [imp.value(n) for n in node.input]
 
     def body(*xs):
         acc = xs[0]
         for x in xs[1:]:
-            acc = arith.addf(acc, x)
+            acc = sc.add(acc, x)
         return acc
 
     if len(values) == 1:
@@ -60,29 +66,32 @@ def sum_(imp: Importer, node: onnx.NodeProto) -> list:
 
 def _unary(fn):
     def build(imp: Importer, node: onnx.NodeProto) -> list:
-        return [b.elementwise([imp.value(node.input[0])], lambda x: fn(x, imp.attrs(node)))]
+        x = imp.value(node.input[0])
+        if not b.is_float(b.elem_of(x)):
+            raise imp.error(f"{node.op_type} of element type {b.elem_of(x)} is not supported (floats only)")
+        return [b.elementwise([x], lambda v: fn(v, imp.attrs(node)))]
 
     return build
 
 
 def _relu(x, _):
-    return arith.maximumf(x, b.scalar(0.0))
+    return arith.maximumf(x, sc.const_like(x, 0.0))
 
 
 def _leaky_relu(x, attrs):
-    alpha = b.scalar(attrs.get("alpha", 0.01))
-    negative = arith.cmpf(arith.CmpFPredicate.OLT, x, b.scalar(0.0))
+    alpha = sc.const_like(x, attrs.get("alpha", 0.01))
+    negative = arith.cmpf(arith.CmpFPredicate.OLT, x, sc.const_like(x, 0.0))
     return arith.select(negative, arith.mulf(x, alpha), x)
 
 
 def _elu(x, attrs):
-    alpha = b.scalar(attrs.get("alpha", 1.0))
-    negative = arith.cmpf(arith.CmpFPredicate.OLT, x, b.scalar(0.0))
-    return arith.select(negative, arith.mulf(alpha, arith.subf(math.exp(x), b.scalar(1.0))), x)
+    alpha = sc.const_like(x, attrs.get("alpha", 1.0))
+    negative = arith.cmpf(arith.CmpFPredicate.OLT, x, sc.const_like(x, 0.0))
+    return arith.select(negative, arith.mulf(alpha, arith.subf(math.exp(x), sc.const_like(x, 1.0))), x)
 
 
 def _sigmoid(x, _):
-    one = b.scalar(1.0)
+    one = sc.const_like(x, 1.0)
     return arith.divf(one, arith.addf(one, math.exp(arith.negf(x))))
 
 
@@ -97,10 +106,10 @@ _UNARY = {
     "Exp": lambda x, _: math.exp(x),
 }
 for _op, _fn in _UNARY.items():
-    handler(_op)(_unary(_fn))
+    handler(_op, any_dtype=True)(_unary(_fn))
 
 
-@handler("Identity", "Dropout")
+@handler("Identity", "Dropout", any_dtype=True)
 def identity(imp: Importer, node: onnx.NodeProto) -> list:
     if node.op_type == "Dropout":
         if len(node.output) > 1 and imp.is_used(node.output[1]):
@@ -112,21 +121,34 @@ def identity(imp: Importer, node: onnx.NodeProto) -> list:
     return [imp.value(node.input[0])]
 
 
-@handler("Cast")
+@handler("Cast", "CastLike", any_dtype=True)
 def cast(imp: Importer, node: onnx.NodeProto) -> list:
-    # Casts of constants were folded by the loader; what remains must already be float32.
-    to = imp.attrs(node).get("to")
-    source = imp.loaded.dtypes.get(node.input[0], onnx.TensorProto.FLOAT)
-    if to != onnx.TensorProto.FLOAT or source != onnx.TensorProto.FLOAT:
-        names = [onnx.TensorProto.DataType.Name(t) for t in (source, to)]
-        raise imp.error(f"Cast from {names[0]} to {names[1]} computed at run time is not supported "
-                        "(only float32 computations)")
-    return [imp.value(node.input[0])]
+    """Between float32/float16/float64, the signed and unsigned integers and bool (ONNX Cast rules:
+    float -> int truncates toward zero, anything -> bool is != 0). Out-of-range float -> int
+    conversions are undefined in ONNX and here."""
+    if node.op_type == "CastLike":
+        to = imp.dtype(node.input[1])
+    else:
+        to = imp.attrs(node).get("to")
+    source = imp.dtype(node.input[0])
+    for kind in (source, to):
+        if kind not in ELEMENT_TYPES:
+            names = [onnx.TensorProto.DataType.Name(t) for t in (source, to)]
+            raise imp.error(f"Cast from {names[0]} to {names[1]}: element type "
+                            f"{onnx.TensorProto.DataType.Name(kind)} is not supported")
+    x = imp.value(node.input[0])
+    elem = imp.element(to)
+    bool_source, bool_target = source == onnx.TensorProto.BOOL, to == onnx.TensorProto.BOOL
+    if source == to or (b.elem_of(x) == elem and not bool_target and not bool_source):
+        return [b.elementwise([x], lambda v: v)]
+    return [b.elementwise([x], lambda v: sc.convert(v, elem, source in UNSIGNED_TYPES or bool_source,
+                                                    to in UNSIGNED_TYPES, bool_target), out_elem=elem)]
 
 
-@handler("Clip")
+@handler("Clip", any_dtype=True)
 def clip(imp: Importer, node: onnx.NodeProto) -> list:
     x = imp.value(node.input[0])
+    unsigned = imp.unsigned(node.input[0])
     operands = [x]
     bounds: list[float | int | None] = []  # a float constant, an operand index, or no bound
     if imp.opset < 11:
@@ -141,33 +163,35 @@ def clip(imp: Importer, node: onnx.NodeProto) -> list:
             elif value is not None:
                 if value.size != 1:
                     raise imp.error("Clip bounds must be scalars")
-                bounds.append(float(np.asarray(value).reshape(())))
+                scalar = np.asarray(value).reshape(())
+                bounds.append(float(scalar) if scalar.dtype.kind == "f" else str(int(scalar)))
             else:
                 operands.append(imp.value(name))
                 bounds.append(len(operands) - 1)
 
     def body(*xs):
         y = xs[0]
-        for bound, op in zip(bounds, (arith.maximumf, arith.minimumf)):
-            if isinstance(bound, float):
-                y = op(y, b.scalar(bound))
+        for bound, op in zip(bounds, (sc.maximum, sc.minimum)):
+            if isinstance(bound, (float, str)):  # (str: an exact integer bound)
+                y = op(y, sc.const_like(y, int(bound) if isinstance(bound, str) else bound), unsigned)
             elif isinstance(bound, int):
-                y = op(y, xs[bound])
+                y = op(y, xs[bound], unsigned)
         return y
 
     return [b.elementwise(operands, body, b.shape_of(x))]
 
 
-@handler("Min", "Max")
+@handler("Min", "Max", any_dtype=True)
 def min_max(imp: Importer, node: onnx.NodeProto) -> list:
     """Variadic with broadcasting; NaN propagates (IEEE minimum/maximum), as in onnxruntime."""
-    combine = arith.minimumf if node.op_type == "Min" else arith.maximumf
+    combine = sc.minimum if node.op_type == "Min" else sc.maximum
     values = [imp.value(n) for n in node.input if n]
+    unsigned = imp.unsigned(node.input[0])
 
     def body(*xs):
         acc = xs[0]
         for x in xs[1:]:
-            acc = combine(acc, x)
+            acc = combine(acc, x, unsigned)
         return acc
 
     return [b.elementwise(values, body)]

@@ -9,19 +9,19 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from mlir import ir
-from mlir.dialects import tensor
+from mlir.dialects import arith, linalg, tensor
 
 from .. import builders as b
 from ..importer import Importer, handler
 
 
-@handler("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@handler("Reshape", "Flatten", "Squeeze", "Unsqueeze", any_dtype=True)
 def reshape(imp: Importer, node: onnx.NodeProto) -> list:
     out_shape = imp.shape(node.output[0])
     return [b.reshape(imp.value(node.input[0]), out_shape)]
 
 
-@handler("Transpose")
+@handler("Transpose", any_dtype=True)
 def transpose(imp: Importer, node: onnx.NodeProto) -> list:
     x = imp.value(node.input[0])
     shape = b.shape_of(x)
@@ -33,17 +33,17 @@ def transpose(imp: Importer, node: onnx.NodeProto) -> list:
     for j, p in enumerate(perm):
         inverse[p] = j
     d = b.dims(rank)
-    return [b.generic([x], [b.affine_map(rank, [d[inverse[i]] for i in range(rank)])], b.empty(out_shape),
+    return [b.generic([x], [b.affine_map(rank, [d[inverse[i]] for i in range(rank)])], b.empty(out_shape, b.elem_of(x)),
                       b.affine_map(rank, d), [b.PARALLEL] * rank, lambda v, _: v)]
 
 
-@handler("Concat")
+@handler("Concat", any_dtype=True)
 def concat(imp: Importer, node: onnx.NodeProto) -> list:
     values = [imp.value(n) for n in node.input if n]
     out_shape = imp.shape(node.output[0])
     rank = len(out_shape)
     axis = int(imp.attrs(node)["axis"]) % rank
-    result = b.empty(out_shape)
+    result = b.empty(out_shape, b.elem_of(values[0]))
     offset = 0
     for v in values:
         shape = b.shape_of(v)
@@ -56,7 +56,7 @@ def concat(imp: Importer, node: onnx.NodeProto) -> list:
     return [result]
 
 
-@handler("Pad")
+@handler("Pad", any_dtype=True)
 def pad(imp: Importer, node: onnx.NodeProto) -> list:
     attrs = imp.attrs(node)
     mode = attrs.get("mode", b"constant")
@@ -84,7 +84,7 @@ def pad(imp: Importer, node: onnx.NodeProto) -> list:
         shape = b.shape_of(x)
         offsets = [max(0, -lo) for lo in low]
         sizes = [s + min(0, lo) + min(0, hi) for s, lo, hi in zip(shape, low, high)]
-        x = tensor.ExtractSliceOp(b.tensor_type(sizes), x, [], [], [], ir.DenseI64ArrayAttr.get(offsets),
+        x = tensor.ExtractSliceOp(b.tensor_type(sizes, b.elem_of(x)), x, [], [], [], ir.DenseI64ArrayAttr.get(offsets),
                                   ir.DenseI64ArrayAttr.get(sizes), ir.DenseI64ArrayAttr.get([1] * rank)).result
         low, high = [max(0, lo) for lo in low], [max(0, hi) for hi in high]
     return [b.pad(x, low, high, value)]
@@ -95,3 +95,68 @@ def constant(imp: Importer, node: onnx.NodeProto) -> list:
     # The loader folds every Constant node into a constant value; this is reached only for
     # a Constant it could not read.
     raise imp.error("Constant node without a value the loader could read")
+
+
+@handler("Shape", "Size", any_dtype=True)
+def shape_of(imp: Importer, node: onnx.NodeProto) -> list:
+    """The loader folds these for every static tensor; this covers what it left (int64 constants)."""
+    full = np.array(imp.shape(node.input[0]), dtype=np.int64)
+    if node.op_type == "Size":
+        return [imp.pool.constant(np.array(int(np.prod(full)), dtype=np.int64), node.output[0])]
+    attrs = imp.attrs(node)
+    return [imp.pool.constant(full[attrs.get("start", 0):attrs.get("end", None)], node.output[0])]
+
+
+@handler("ConstantOfShape", any_dtype=True)
+def constant_of_shape(imp: Importer, node: onnx.NodeProto) -> list:
+    """Output shape from shape inference (a run-time shape input must have a static value)."""
+    value = imp.attrs(node).get("value")
+    array = onnx.numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
+    elem = b.numpy_element(array.dtype)
+    if elem is None:
+        raise imp.error(f"ConstantOfShape value of dtype {array.dtype} is not supported")
+    return [b.fill(imp.shape(node.output[0]), array[0].item(), elem)]
+
+
+@handler("Range", any_dtype=True)
+def range_(imp: Importer, node: onnx.NodeProto) -> list:
+    """start + i * delta for i < the length that shape inference gives (run-time start and delta
+    are read as scalars; the length must be static)."""
+    (length,) = imp.shape(node.output[0])
+    start, delta = imp.value(node.input[0]), imp.value(node.input[2])
+    elem = b.elem_of(start)
+    start, delta = b.reshape(start, ()), b.reshape(delta, ())
+
+    def body(s, dl, _):
+        i = b.loop_index(0)
+        if b.is_float(elem):
+            step = arith.sitofp(elem, arith.index_cast(b.i64(), i))
+            return arith.addf(s, arith.mulf(step, dl))
+        return arith.addi(s, arith.muli(arith.index_cast(elem, i), dl))
+
+    zero = b.affine_map(1, [])
+    return [b.generic([start, delta], [zero, zero], b.empty([length], elem), b.affine_map(1, b.dims(1)),
+                      [b.PARALLEL], body)]
+
+
+@handler("Trilu", any_dtype=True)
+def trilu(imp: Importer, node: onnx.NodeProto) -> list:
+    """Keep j - i >= k (upper) or j - i <= k (lower) in the last two dims, zero elsewhere."""
+    x = imp.value(node.input[0])
+    shape = b.shape_of(x)
+    rank = len(shape)
+    k = 0
+    if len(node.input) > 1 and node.input[1]:
+        k = int(np.asarray(imp.require_const(node.input[1], "Trilu's k")).reshape(()))
+    upper = int(imp.attrs(node).get("upper", 1))
+
+    def body(v, _):
+        i, j = b.loop_index(rank - 2), b.loop_index(rank - 1)
+        diff = arith.subi(j, i)
+        pred = arith.CmpIPredicate.sge if upper else arith.CmpIPredicate.sle
+        keep = arith.cmpi(pred, diff, arith.constant(b.index(), k))
+        return arith.select(keep, v, b.scalar(0, b.elem_of(x)))
+
+    d = b.dims(rank)
+    return [b.generic([x], [b.affine_map(rank, d)], b.empty(shape, b.elem_of(x)), b.affine_map(rank, d),
+                      [b.PARALLEL] * rank, body)]
