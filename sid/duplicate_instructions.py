@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 from lltfi_mlir.dialect_passes.module_view import module_view
 from lltfi_mlir.dialect_passes.sites import NodeInfo, SiteSelector, node_name_of, opcode_of, source_of
-from lltfi_mlir.errors import PassError
 from mlir import ir
 from mlir.dialects import llvm
+
+from lltfi_mlir.errors import PassError
 
 TECHNIQUES = ("aid", "acd")
 CORRECTIONS = ("and", "min", "none")

@@ -9,12 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from lltfi_mlir.dialect_passes.sites import SiteSelector
+from lltfi_mlir.llvm_backend.toolchain import tool_path
 
 from lltfi_mlir.build import Build
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.cli import main
-from lltfi_mlir.dialect_passes.sites import SiteSelector
-from lltfi_mlir.llvm_backend.toolchain import tool_path
 
 N = 5  # loop iterations
 LOOP = f"""module {{
