@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=["instruction", "operator"],
                    help="inject into instruction results (default) or into operator output elements "
                    "(TensorFI / PyTorchFI style), with the same operator selection and outcomes")
+    p.add_argument("--target", dest="fault_target", choices=["instructions", "weights"],
+                   help="what a fault corrupts: instruction results (default), or one stored weight element "
+                   "for the whole inference (bits drawn uniformly over every element and bit; --exhaustive: "
+                   "all of them); the config's select operators/nodes/layers pick the tensors by their readers")
+    p.add_argument("--tensors", help="comma-separated weight tensor names (with --target weights; the manifest's "
+                   "\"weights\" list names them)")
 
     p = sub.add_parser("compare", help="instruction-level vs operator-level SDC rates (the paper's RQ1)",
                        description="Run an instruction-level and an operator-level campaign with the same "
@@ -283,7 +289,11 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.report import print_summary
 
     config = with_overrides(load_config(args.config), seed=args.seed, timeout=args.timeout, draw=args.draw,
-                            level=args.level)
+                            level=args.level, target=args.fault_target)
+    if args.tensors:
+        if config.target != "weights":
+            raise UsageError("--tensors selects weight tensors: add --target weights")
+        config = with_overrides(config, tensors=frozenset(t.strip() for t in args.tensors.split(",") if t.strip()))
     if args.trace in ("layers", "all"):
         config = with_overrides(config, trace_layers=True)
     if args.trace in ("instructions", "all") or args.max_trace:

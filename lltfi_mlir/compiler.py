@@ -24,7 +24,7 @@ from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import assemble, build_native, translate_module
 from .llvm_backend.glue import generate_glue
-from .llvm_backend.weights import externalize_weights, write_weights_assembly
+from .llvm_backend.weights import externalize_weights, weight_table, write_weights_assembly
 
 STEM = "model"
 
@@ -162,6 +162,8 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
             module.operation.print(file=handle, enable_debug_info=True)
         translated = translate_module(module, out_dir / f"{STEM}.ll")
         asm = write_weights_assembly(weights, importer.pool.arrays, out_dir)
+        weight_targets = weight_table(weights, importer.pool.arrays, importer.pool.sources,
+                                      {k: [n.name for n in v] for k, v in importer.consumers.items()})
     start = time.perf_counter()
     weights_obj = assemble(asm)
     seconds["assemble"] = time.perf_counter() - start
@@ -188,6 +190,7 @@ def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         "traced": traced,
         "nodes": _manifest_nodes(loaded),
         "weights_bytes": weights.nbytes,
+        "weights": weight_targets,  # lltfi_weight_table's entries, in order (weight faults)
         "sid": sid_report or None,
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
     }

@@ -48,11 +48,46 @@ def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.nd
     bin_dir = out_dir / "weights"
     bin_dir.mkdir(parents=True, exist_ok=True)
     lines = ["\t.section .rodata"]
+    sizes: dict[str, int] = {}
     for symbol, handle in sorted(weights.symbols.items()):
         path = bin_dir / f"{handle}.bin"
-        np.ascontiguousarray(arrays[handle], dtype=np.float32).tofile(path)
+        data = _stored(arrays[handle])
+        data.tofile(path)
+        sizes[symbol] = data.nbytes
         lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f'\t.incbin "{path.resolve()}"']
+    # The table that memory faults address weights by (campaign/memory.py, runtime/memory_faults.h):
+    # entry i is the i-th symbol in sorted order, as weight_order() lists them; names never reach C.
+    order = weight_order(weights)
+    lines += ['\t.section .data.rel.ro,"aw"', "\t.globl lltfi_weight_table", "\t.p2align 3", "lltfi_weight_table:"]
+    for symbol in order:
+        lines += [f"\t.quad {symbol}", f"\t.quad {sizes[symbol]}"]
+    lines += ["\t.globl lltfi_num_weights", "\t.p2align 3", "lltfi_num_weights:", f"\t.quad {len(order)}"]
     lines.append('\t.section .note.GNU-stack,"",@progbits')
     asm = out_dir / "weights.S"
     asm.write_text("\n".join(lines) + "\n")
     return asm
+
+
+def _stored(array: np.ndarray) -> np.ndarray:
+    """The bytes a weight symbol holds: the constant's own element type (float32 for weights)."""
+    return np.ascontiguousarray(array)
+
+
+def weight_order(weights: ExternalizedWeights) -> list[str]:
+    """The symbols in the order of `lltfi_weight_table` (the manifest's "weights" list)."""
+    return sorted(weights.symbols)
+
+
+def weight_table(weights: ExternalizedWeights, arrays: dict[str, np.ndarray],
+                 sources: dict[str, tuple[str, str | None]], readers: dict[str, list[str]]) -> list[dict]:
+    """The manifest's "weights": entry i describes `lltfi_weight_table[i]` for memory faults. `sources`:
+    handle -> (tensor name, node that materialised it); `readers`: graph tensor -> nodes reading it."""
+    table = []
+    for symbol in weight_order(weights):
+        handle = weights.symbols[symbol]
+        data = _stored(arrays[handle])
+        name, owner = sources.get(handle, (handle, None))
+        table.append({"symbol": symbol, "tensor": name, "shape": list(data.shape), "dtype": data.dtype.name,
+                      "itemsize": data.itemsize, "count": int(data.size),
+                      "readers": readers.get(name) or ([owner] if owner else [])})
+    return table

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "fi_runtime.h"
+#include "memory_faults.h"
 #include "trial_protocol.h"
 #include "model_api.h"
 #include "npy.h"
@@ -194,7 +195,10 @@ int lltfi_serve_main(const char *list) {
   fflush(stdout);
   while (fgets(line, sizeof line, stdin)) {
     lltfi_trial trial;
-    if (lltfi_parse_trial(line, &trial) || trial.input_set < 0 || trial.input_set >= n_sets) {
+    lltfi_memory_fault memory;  /* a weight fault: the line starts with "W ..." (memory_faults.h) */
+    const char *rest = lltfi_parse_memory_fault(line, &memory);
+    if (!rest || lltfi_parse_trial(rest, &trial) || trial.input_set < 0 || trial.input_set >= n_sets ||
+        lltfi_check_memory_fault(&memory, trial.target)) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
@@ -208,7 +212,8 @@ int lltfi_serve_main(const char *list) {
       lltfi_child_start(server, trial.timeout_us);
       float *outs[1024];
       output_pointers(shared->outputs, outs);
-      lltfi_begin_inject((uint64_t)trial.target, &trial.spec, &shared->log);
+      if (memory.kind) lltfi_apply_memory_fault(&memory, trial.target, &trial.spec, &shared->log);
+      else lltfi_begin_inject((uint64_t)trial.target, &trial.spec, &shared->log);
       lltfi_model_run(input_sets[trial.input_set], outs);
       _exit(0);
     }

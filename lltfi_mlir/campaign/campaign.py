@@ -35,6 +35,8 @@ from .database import CampaignDatabase
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .inputs import find_input_sets
 from .interrupts import signals_deferred, terminate_as_interrupt
+from .memory import WeightTarget, check_memory_campaign, uninstrumented, weight_plan, weight_targets
+from .memory import population as memory_population
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
 from .profile import InputProfile, load_profiles, profile_cache_path, run_profile, save_profiles, write_inputs_list
@@ -98,6 +100,10 @@ class Campaign:
         self.input_sets = input_sets
         self.jobs = jobs or os.cpu_count() or 1
         self.engine = _engine(engine, build)  # how trials run; not part of the campaign's identity
+        self.weight_targets: list[WeightTarget] = []  # fault target "weights": the tensors drawn from
+        if config.target != "instructions":
+            check_memory_campaign(config, build, engine)
+            self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
             "opt_level": build.manifest["opt_level"],
@@ -220,7 +226,11 @@ class Campaign:
         else:
             self.work_build = self.build
         self.all_shapes = [t.shape for t in self.work_build.all_outputs]
-        self.instrumented = instrument_build(self.work_build, selector)
+        if self.config.target == "weights":
+            self.weight_targets = weight_targets(self.build, self.config.selector, self.config.tensors)
+            self.instrumented = uninstrumented(self.build)
+        else:
+            self.instrumented = instrument_build(self.work_build, selector)
         if self.config.trace_layers and self.work_build is not self.build:
             plain = instrument_build(self.build, self.config.selector)
             if [(s.opcode, s.node, s.register) for s in plain.sites] != \
@@ -231,13 +241,14 @@ class Campaign:
         self.profiles = self._profile(inputs_list)
         self.golden_all = [self._outputs(p.golden, everything=True) for p in self.profiles]
         self.golden = [g[:len(self.build.outputs)] if not self.build.is_program else g for g in self.golden_all]
-        if not any(p.total for p in self.profiles):
+        if not self.weight_targets and not any(p.total for p in self.profiles):
             raise UsageError("the selected sites never execute on these inputs: nothing to inject into")
         db = CampaignDatabase(self.db_path)
         db.bind_campaign(self.identity)
         counts = np.sum([p.site_counts for p in self.profiles], axis=0)
-        db.set_sites((s.id, s.function, s.opcode, s.type, s.register, s.node, s.op_type, s.layer, int(counts[s.id]))
-                     for s in self.instrumented.sites)
+        db.set_sites([t.site_row() for t in self.weight_targets] or
+                     [(s.id, s.function, s.opcode, s.type, s.register, s.node, s.op_type, s.layer, int(counts[s.id]))
+                      for s in self.instrumented.sites])
         db.set_meta("model", self.build.manifest.get("source"))
         db.set_meta("graph", [{"name": n["name"], "op_type": n["op_type"], "inputs": n.get("inputs", []),
                                "outputs": [o["name"] for o in n["outputs"]]}
@@ -256,6 +267,9 @@ class Campaign:
         db.set_meta("seed", self.config.seed)
         db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
         db.set_meta("level", self.config.level)
+        db.set_meta("target", self.config.target)
+        if self.weight_targets:  # replay: the bytes per element of each weight table entry
+            db.set_meta("weight_itemsize", {str(t.index): t.itemsize for t in self.weight_targets})
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":
             db.set_meta("thresholds", list(self.config.sdc.thresholds))
@@ -285,6 +299,8 @@ class Campaign:
         return max(OUTPUT_LIMIT_FLOOR, OUTPUT_LIMIT_FACTOR * max(len(p.golden) for p in self.profiles))
 
     def population(self) -> int:
+        if self.weight_targets:
+            return memory_population(self.weight_targets, len(self.profiles))
         width = max(WIDTH[s.type] for s in self.instrumented.sites)
         return sum(p.total for p in self.profiles) * width
 
@@ -362,7 +378,11 @@ class Campaign:
     def _run(self, db: CampaignDatabase, n: int | None, margin: float | None, exhaustive: bool, progress: bool,
              console: Console) -> dict:
         counts = [p.total for p in self.profiles]
-        if exhaustive:
+        if self.weight_targets:
+            runs = planned_trials(self.population(), margin) if margin is not None else n or self.config.runs
+            self.planned_trials = runs if margin is not None else None
+            total, trials_iter = weight_plan(self.config, self.weight_targets, len(self.profiles), runs, exhaustive)
+        elif exhaustive:
             width = max(WIDTH[s.type] for s in self.instrumented.sites)
             total = exhaustive_size(counts, width)
             trials_iter = exhaustive_trials(self.config, counts, width)

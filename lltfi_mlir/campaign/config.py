@@ -17,6 +17,7 @@ from ..errors import ConfigError
 FAULT_TYPES = ("bitflip", "stuck_at_0", "stuck_at_1")
 SDC_CRITERIA = ("top1", "topk", "threshold", "tolerance", "python")
 DRAWS = ("uniform", "per_layer", "exhaustive")
+MEMORY_TARGETS = ("instructions", "weights", "activations")
 # LLTFI -layerName values -> ONNX op types (onnx-mlir lowers Gemm and MatMul alike to "matmul").
 LLTFI_LAYER_NAMES = {"conv": ("Conv",), "relu": ("Relu",), "matmul": ("MatMul", "Gemm"), "gemm": ("Gemm",),
                      "maxpool": ("MaxPool",), "avgpool": ("AveragePool", "GlobalAveragePool"),
@@ -70,6 +71,10 @@ class CampaignConfig:
     # "operator": flip bits of operator output elements (TensorFI / PyTorchFI style) instead of
     # instruction results; same selection by operator type / node / layer, same outcomes.
     level: str = "instruction"
+    # What a fault corrupts (native `fault: {target: ...}`): instruction results, or a stored weight
+    # element for the whole run (campaign/memory.py); `tensors` narrows weight faults by name.
+    target: str = "instructions"
+    tensors: frozenset[str] = frozenset()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -229,8 +234,9 @@ def _fault(reader: _Reader, node: yaml.Node, lltfi: bool) -> FaultConfig:
             raise reader.fail(keys["fi_index"], "fi_index (a static LLFI index) is not supported; replay a fault "
                                                 "with fi_cycle (dynamic index) and fi_bit")
     else:
-        keys = reader.mapping(node, "fault", ("type", "bit", "num_bits", "max_multiple", "window_len"))
-        names = {k: k for k in keys}
+        keys = reader.mapping(node, "fault", ("type", "bit", "num_bits", "max_multiple", "window_len", "target",
+                                              "tensors"))
+        names = {k: k for k in keys if k not in ("target", "tensors")}  # campaign-wide: see parse_config
     values: dict = {}
     for key, target in names.items():
         if key not in keys:
@@ -306,6 +312,13 @@ def parse_config(text: str, source: str = "<config>") -> CampaignConfig:
         if faults:
             raise reader.fail(top["fault"], "give the fault model either in runOption (LLTFI) or in fault, not both")
         faults.append(_fault(reader, top["fault"], lltfi=False))
+        keys = reader.mapping(top["fault"], "fault", tuple(k.value for k, _ in top["fault"].value))
+        if "target" in keys:
+            campaign["target"] = reader.choice(keys["target"], "target", MEMORY_TARGETS)
+        if "tensors" in keys:
+            campaign["tensors"] = frozenset(reader.strings(keys["tensors"], "tensors"))
+            if campaign.get("target") != "weights":
+                raise reader.fail(keys["tensors"], "tensors: selects weight tensors; give target: weights too")
     if "campaign" in top:
         keys = reader.mapping(top["campaign"], "campaign", ("runs", "seed", "timeout", "draw", "trace_layers",
                                                             "max_trace", "level"))

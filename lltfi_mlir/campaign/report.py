@@ -60,7 +60,7 @@ def summarize(db: CampaignDatabase) -> dict:
     result["by_layer"] = {k: _group(v) for k, v in sorted(by_layer.items())}
     result["by_opcode"] = {k: _group(v) for k, v in sorted(by_opcode.items())}
     result["by_bit"] = {k: _group(v) for k, v in sorted(by_bit.items(), key=lambda kv: (len(kv[0]), kv[0]))}
-    for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc"):
+    for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc", "target"):
         value = db.get_meta(key)
         if value is not None:
             result[key] = value
@@ -128,7 +128,9 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
     if details:
         if set(summary["by_layer"]) != {"(no operator)"}:
             console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
-        if len(summary["by_function"]) > 1 or "(no operator)" in summary["by_layer"]:
+        if summary.get("target") == "weights":  # a weight-fault campaign's sites are its tensors
+            console.print(_table("Per tensor", summary["by_function"]))
+        elif len(summary["by_function"]) > 1 or "(no operator)" in summary["by_layer"]:
             console.print(_table("Per function", summary["by_function"]))
         console.print(_table("Per opcode", summary["by_opcode"]))
         console.print(_table("Per bit position", summary["by_bit"]))

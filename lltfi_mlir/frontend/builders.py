@@ -98,6 +98,9 @@ class ConstantPool:
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
+        # handle -> (ONNX tensor or derived name, node being imported): weight faults name their targets
+        self.sources: dict[str, tuple[str, str | None]] = {}
+        self.reader: str | None = None  # set by the importer for each node
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
         # (np.ascontiguousarray alone would turn a 0-d array into shape (1,).)
@@ -115,6 +118,7 @@ class ConstantPool:
         else:
             handle = f"w{len(self.arrays)}_" + "".join(c if c.isalnum() else "_" for c in name)[:48]
             self.arrays[handle] = array
+            self.sources[handle] = (name, self.reader)
             attr = ir.DenseResourceElementsAttr.get_from_buffer(memoryview(array), handle, ttype)
         return arith.ConstantOp(ttype, attr).result
 

@@ -288,6 +288,7 @@ class Importer:
 
     def _import_node(self, node: onnx.NodeProto) -> None:
         self.node = node
+        self.pool.reader = node.name
         if node.op_type not in ANY_DTYPE:
             for name in node.input:
                 if name and self.const(name) is None and self.dtype(name) != onnx.TensorProto.FLOAT:

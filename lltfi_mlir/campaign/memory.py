@@ -1,0 +1,167 @@
+"""Memory fault targets: bits of stored weights flipped for a whole inference (persistent faults).
+
+A weight target is one externalized initializer of a build: the manifest's "weights" list, whose
+i-th entry is entry i of the runtime's `lltfi_weight_table` (llvm_backend/weights.py). Initializers
+of at most RESOURCE_THRESHOLD (64) elements are not targets: they are inlined into the code as
+immediates or constant-pool literals, which are no data symbol of the model (and hold only biases
+of a few channels and small shape constants). Tensors the compiler derives from initializers are
+targets under their own name: a Gemm's packed B^T (`<B>_kn`), a folded BatchNormalization's
+`<node>_scale` and `<node>_shift` -- the memory faults hit what the program stores.
+
+Trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
+`Trial` whose `memory` says which table entry, `target` is the element and `bit` the bit (or the
+runtime draws `num_bits` bits from the seed). The fault record names the table entry as its
+`site`, so the database's sites table holds one row per weight tensor and the per-layer, per-tensor
+and per-bit results come out of the same queries as for instruction faults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..build import Build
+from ..dialect_passes.instrument_sites import node_info_from_manifest
+from ..dialect_passes.sites import SiteSelector
+from ..errors import UsageError
+from ..instrument import InstrumentedBuild
+from .config import CampaignConfig
+from .plan import Trial, _fault_of
+
+TARGETS = ("instructions", "weights", "activations")
+# Weights are floating-point tensors; integer constants (indices, shapes) are no targets.
+FLOAT_DTYPES = ("float32", "float64", "float16")
+TYPE_NAMES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i64", "int32": "i32",
+              "int16": "i16", "int8": "i8", "uint8": "i8", "uint16": "i16", "uint32": "i32", "uint64": "i64",
+              "bool": "i8"}
+
+
+@dataclass(frozen=True)
+class WeightTarget:
+    """One weight tensor a fault may hit: entry `index` of the runtime's weight table."""
+
+    index: int
+    tensor: str
+    count: int          # elements
+    itemsize: int       # bytes per element
+    dtype: str
+    node: str | None    # the first node reading it (per-layer results)
+    op_type: str | None
+    layer: int | None
+
+    @property
+    def width(self) -> int:
+        return 8 * self.itemsize
+
+    def site_row(self) -> tuple:
+        """Its row in the database's sites table (function column: the tensor's name)."""
+        return (self.index, self.tensor, "weight", TYPE_NAMES.get(self.dtype, self.dtype), "memory", self.node,
+                self.op_type, self.layer, self.count)
+
+
+def weight_targets(build: Build, selector: SiteSelector, tensors: frozenset[str] = frozenset()) -> list[WeightTarget]:
+    """The build's weight tensors selected by name (`tensors`, empty: any) and by the operators,
+    nodes or layers reading them (a tensor is selected when any reader is)."""
+    table = build.manifest.get("weights")
+    if table is None:
+        raise UsageError(f"{build.directory} was compiled before weight faults existed; compile the model again")
+    info = node_info_from_manifest(build.manifest)
+    unknown = sorted(tensors - {w["tensor"] for w in table})
+    if unknown:
+        names = ", ".join(w["tensor"] for w in table[:20])
+        raise UsageError(f"weight tensor(s) {', '.join(unknown)} not among this build's weight targets "
+                         f"({names or 'none'}{', ...' if len(table) > 20 else ''}; initializers of at most 64 "
+                         "elements are inlined into the code and are no targets)")
+    node_selector = SiteSelector(operators=selector.operators, exclude_operators=selector.exclude_operators,
+                                 nodes=selector.nodes, exclude_nodes=selector.exclude_nodes, layers=selector.layers)
+    targets = []
+    for index, entry in enumerate(table):
+        readers = [r for r in entry["readers"] if node_selector.accepts_node(r, info.get(r))]
+        if (tensors and entry["tensor"] not in tensors or not readers or not entry["count"]
+                or entry["dtype"] not in FLOAT_DTYPES):
+            continue
+        node = readers[0]
+        targets.append(WeightTarget(index, entry["tensor"], entry["count"], entry["itemsize"], entry["dtype"], node,
+                                    info[node].op_type if node in info else None,
+                                    info[node].layer if node in info else None))
+    if not targets:
+        raise UsageError("the selection matches no weight tensor of this model (check fault.tensors, operators, "
+                         "nodes and layers against the manifest's \"weights\" list)")
+    return targets
+
+
+def population(targets: Sequence[WeightTarget], n_inputs: int) -> int:
+    """Every (input set, element, bit)."""
+    return n_inputs * sum(t.count * t.width for t in targets)
+
+
+def uniform_weight_trial(config: CampaignConfig, targets: Sequence[WeightTarget], n_inputs: int,
+                         index: int) -> Trial:
+    """Trial `index`: uniform over (input set, element, bit); a pure function of (seed, index)."""
+    rng = np.random.default_rng([config.seed, index])
+    fault = _fault_of(config, index)
+    sizes = np.array([t.count * t.width for t in targets], dtype=np.int64)
+    flat = int(rng.integers(int(sizes.sum())))
+    which = int(np.searchsorted(np.cumsum(sizes), flat, side="right"))
+    target = targets[which]
+    offset = flat - int(sizes[:which].sum())
+    element, bit = divmod(offset, target.width)
+    input_index = int(rng.integers(n_inputs))
+    seed = int(rng.integers(1, 2**62))
+    if fault.bit is not None:
+        bit = fault.bit
+    elif fault.num_bits > 1:
+        bit = None  # the runtime draws num_bits distinct bits from the seed
+    return Trial(index, input_index, element, fault, bit, seed, memory=(target.index, target.itemsize))
+
+
+def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTarget],
+                             n_inputs: int) -> Iterator[Trial]:
+    """Every (input set, tensor, element, bit), in that order."""
+    fault = config.faults[0]
+    index = 0
+    for input_index in range(n_inputs):
+        for target in targets:
+            for element in range(target.count):
+                for bit in range(target.width):
+                    yield Trial(index, input_index, element, fault, bit, index + 1,
+                                memory=(target.index, target.itemsize))
+                    index += 1
+
+
+def check_memory_campaign(config: CampaignConfig, build: Build, engine: str | None) -> None:
+    """Refuse what weight faults do not combine with, before any work."""
+    if config.target == "activations":
+        raise UsageError("fault target 'activations' is not available yet; use instructions, or --level operator "
+                         "(a bit flip in an operator's output element)")
+    if build.is_program:
+        raise UsageError("weight faults need an ONNX model (a C/C++ program has no weights)")
+    if config.level != "instruction":
+        raise UsageError("weight faults and --level operator do not combine (choose one fault target)")
+    if config.trace_layers or config.max_trace:
+        raise UsageError("propagation tracing of weight faults is not supported")
+    if config.draw == "per_layer":
+        raise UsageError("per-layer draws are for instruction faults; weight faults draw uniformly or exhaustively")
+    if engine == "walk":
+        raise UsageError("weight faults exist from the start of the run: use --engine simple (the default for them)")
+    if any(f.max_multiple > 1 or f.cycle is not None for f in config.faults):
+        raise UsageError("a weight fault corrupts one element: max_multiple and fi_cycle do not apply")
+
+
+def weight_plan(config: CampaignConfig, targets: Sequence[WeightTarget], n_inputs: int, runs: int,
+                exhaustive: bool) -> tuple[int, Iterator[Trial]]:
+    """How many trials, and the trials (ids 0..total-1)."""
+    if exhaustive:
+        return population(targets, n_inputs), exhaustive_weight_trials(config, targets, n_inputs)
+    return runs, (uniform_weight_trial(config, targets, n_inputs, i) for i in range(runs))
+
+
+def uninstrumented(build: Build) -> InstrumentedBuild:
+    """The build's own executable as the campaign's program: weight faults need no hooks (its
+    fork-server applies them, runtime/memory_faults.c). Its inputs list and profile cache live in
+    `<build>/memory/`."""
+    directory = build.directory / "memory"
+    directory.mkdir(exist_ok=True)
+    return InstrumentedBuild(build, directory, build.executable, [], 0, 0, 0, [])

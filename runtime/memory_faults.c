@@ -1,0 +1,87 @@
+/* See memory_faults.h: weight faults applied in the fork-server's child. */
+#include "memory_faults.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* Weak: a build assembled before the table existed (or a model without external weights) has none. */
+extern const lltfi_weight_entry lltfi_weight_table[] __attribute__((weak));
+extern const int64_t lltfi_num_weights __attribute__((weak));
+
+static int64_t num_weights(void) { return &lltfi_num_weights ? lltfi_num_weights : 0; }
+
+const char *lltfi_parse_memory_fault(const char *line, lltfi_memory_fault *m) {
+  memset(m, 0, sizeof *m);
+  if (line[0] != 'W') return line;
+  int used = 0;
+  if (sscanf(line, "W %lld %d %n", &m->tensor, &m->elem_bytes, &used) < 2 || used == 0) return NULL;
+  m->kind = 1;
+  return line + used;
+}
+
+int lltfi_check_memory_fault(const lltfi_memory_fault *m, long long element) {
+  if (!m->kind) return 0;
+  if (m->tensor < 0 || m->tensor >= num_weights()) return -1;
+  if (m->elem_bytes != 1 && m->elem_bytes != 2 && m->elem_bytes != 4 && m->elem_bytes != 8) return -1;
+  uint64_t count = lltfi_weight_table[m->tensor].bytes / (uint64_t)m->elem_bytes;
+  return element >= 0 && (uint64_t)element < count ? 0 : -1;
+}
+
+static uint64_t splitmix64(uint64_t *state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* The same choice of bits as an instruction fault (fi_runtime.c): the exact mask of a replay, a
+   fixed bit, or num_bits distinct bits drawn from the trial's seed. */
+static uint64_t choose_mask(const lltfi_fault_spec *spec, int width) {
+  uint64_t mask = spec->fixed_mask;
+  if (!mask) {
+    if (spec->bit >= 0) {
+      mask = spec->bit < width ? 1ull << spec->bit : 0;
+    } else {
+      uint64_t state = spec->seed;
+      int wanted = spec->num_bits < 1 ? 1 : spec->num_bits < width ? spec->num_bits : width;
+      while (__builtin_popcountll(mask) < wanted) mask |= 1ull << (splitmix64(&state) % (uint64_t)width);
+    }
+  }
+  return width < 64 ? mask & ((1ull << width) - 1) : mask;
+}
+
+void lltfi_apply_memory_fault(const lltfi_memory_fault *m, long long element, const lltfi_fault_spec *spec,
+                              lltfi_fault_log *log) {
+  lltfi_begin_golden();
+  log->n_faults = 0;
+  log->n_trace = 0;
+  unsigned char *at = (unsigned char *)lltfi_weight_table[m->tensor].address + element * m->elem_bytes;
+  /* The weights live in .rodata: this child's copy of the page becomes writable (copy on write). */
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t start = (uintptr_t)at & ~(uintptr_t)(page - 1);
+  uintptr_t end = ((uintptr_t)at + m->elem_bytes + page - 1) & ~(uintptr_t)(page - 1);
+  if (mprotect((void *)start, end - start, PROT_READ | PROT_WRITE)) {
+    perror("mprotect");
+    _exit(70);
+  }
+  int width = 8 * m->elem_bytes;
+  uint64_t before = 0;
+  memcpy(&before, at, m->elem_bytes);
+  uint64_t mask = choose_mask(spec, width);
+  uint64_t after = before;
+  if (spec->fault_type == LLTFI_BITFLIP) after = before ^ mask;
+  else if (spec->fault_type == LLTFI_STUCK_AT_0) after = before & ~mask;
+  else if (spec->fault_type == LLTFI_STUCK_AT_1) after = before | mask;
+  memcpy(at, &after, m->elem_bytes);
+  mprotect((void *)start, end - start, PROT_READ);
+  if (spec->fault_type == LLTFI_NO_FAULT) return;
+  lltfi_fault_record *r = &log->faults[log->n_faults++];
+  r->site = (int32_t)m->tensor;
+  r->index = (uint64_t)element;
+  r->mask = mask;
+  r->before = before;
+  r->after = after;
+}

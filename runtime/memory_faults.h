@@ -1,0 +1,39 @@
+/* Memory faults: bits of stored data corrupted by a fork-server child, not instruction results.
+ *
+ * Weights (persistent faults): weights.S (llvm_backend/weights.py) defines `lltfi_weight_table`,
+ * one {address, bytes} entry per externalized initializer, in the order of the manifest's
+ * "weights" list; names never reach C. A trial line prefixed "W tensor elem_bytes " asks the child
+ * to corrupt element `target` of table entry `tensor` (elements of `elem_bytes` bytes) before the
+ * inference; the corruption stays for the whole run. The rest of the line is the usual trial line
+ * (trial_protocol.h): fault type, num_bits, bit, mask and seed choose the bits exactly as for an
+ * instruction fault. The fault record names the table entry as `site` and the element as `index`.
+ */
+#ifndef LLTFI_MEMORY_FAULTS_H
+#define LLTFI_MEMORY_FAULTS_H
+#include <stdint.h>
+
+#include "fi_runtime.h"
+
+typedef struct {
+  const void *address;
+  uint64_t bytes;
+} lltfi_weight_entry;
+
+typedef struct {
+  int kind;            /* 0: none (an instruction fault); 1: a weight element */
+  long long tensor;    /* index into lltfi_weight_table */
+  int elem_bytes;      /* 1, 2, 4 or 8 */
+} lltfi_memory_fault;
+
+/* Strips a leading "W tensor elem_bytes " from a trial line into `m` (m->kind = 0 without one);
+   returns the rest of the line, or NULL if the prefix is malformed. */
+const char *lltfi_parse_memory_fault(const char *line, lltfi_memory_fault *m);
+
+/* 0 if the fault names an existing element of an existing table entry (or is none), else -1. */
+int lltfi_check_memory_fault(const lltfi_memory_fault *m, long long element);
+
+/* In the child, before the inference: corrupts the element and records the fault in `log`; the
+   model then runs fault-free (golden mode). */
+void lltfi_apply_memory_fault(const lltfi_memory_fault *m, long long element, const lltfi_fault_spec *spec,
+                              lltfi_fault_log *log);
+#endif

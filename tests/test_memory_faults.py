@@ -1,0 +1,156 @@
+"""Weight faults (fault target `weights`) against truth computed independently: an exhaustive
+campaign over every (element, bit) of a MatMul+Add model's stored weights, redone in numpy."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import onnx
+import pytest
+from conftest import make_model
+from onnx import TensorProto, helper, numpy_helper
+
+from lltfi_mlir.campaign import Campaign
+from lltfi_mlir.campaign.config import parse_config
+from lltfi_mlir.campaign.replay import replay_trial
+from lltfi_mlir.cli import main
+from lltfi_mlir.errors import ConfigError, UsageError
+
+RNG = np.random.default_rng(11)
+X = RNG.standard_normal((1, 2)).astype(np.float32)
+W = RNG.standard_normal((2, 65)).astype(np.float32)   # 130 elements: stored in weights.S
+B = RNG.standard_normal((65,)).astype(np.float32)     # 65 elements: stored too (more than 64)
+
+
+def matmul_add() -> onnx.ModelProto:
+    return make_model([helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+                       helper.make_node("Add", ["h", "B"], ["y"], name="add")],
+                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 65])],
+                      [numpy_helper.from_array(W, "W"), numpy_helper.from_array(B, "B")])
+
+
+def numpy_model(w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The compiled arithmetic in float32: acc = 0; acc += x[k] * w[k, n] for k in order; + b[n]."""
+    with np.errstate(all="ignore"):
+        acc = np.zeros(w.shape[1], np.float32)
+        for k in range(w.shape[0]):
+            acc = (acc + (X[0, k] * w[k]).astype(np.float32)).astype(np.float32)
+        return (acc + b).astype(np.float32)
+
+
+def flipped(array: np.ndarray, element: int, bit: int) -> np.ndarray:
+    out = array.copy().reshape(-1)
+    out.view(np.uint32)[element] ^= np.uint32(1 << bit)
+    return out.reshape(array.shape)
+
+
+def differs(golden: np.ndarray, faulty: np.ndarray) -> bool:
+    """The `tolerance` criterion with rtol = atol = 0: any element changed (NaN equal to NaN)."""
+    return bool(np.any(~((golden == faulty) | (np.isnan(golden) & np.isnan(faulty)))))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mm")
+    onnx.save(matmul_add(), d / "mm.onnx")
+    (d / "inputs").mkdir()
+    np.save(d / "inputs" / "0.npy", X)
+    return d
+
+
+CONFIG = """
+fault: {target: weights}
+sdc: {criterion: tolerance, rtol: 0, atol: 0}
+campaign: {seed: 3}
+"""
+
+
+def test_exhaustive_weight_campaign_matches_numpy(model_dir):
+    """Every (tensor, element, bit) of W and B: SDC exactly when numpy's recomputation with that bit
+    flipped changes the output; the recorded values are the stored weight's bits before and after."""
+    campaign = Campaign.from_onnx(model_dir / "mm.onnx", parse_config(CONFIG), model_dir / "inputs",
+                                  out_dir=model_dir / "work", jobs=2)
+    summary = campaign.run(exhaustive=True, progress=False)
+    assert summary["trials"] == (W.size + B.size) * 32
+    golden = numpy_model(W, B)
+    db = sqlite3.connect(campaign.db_path)
+    assert np.array_equal(np.frombuffer(bytes.fromhex(json.loads(dict(db.execute(
+        "SELECT key, value FROM meta").fetchall())["replay"])["golden"][0]), "<f4"), golden.reshape(-1))
+    tensors = dict(db.execute("SELECT id, function FROM sites").fetchall())
+    assert sorted(tensors.values()) == ["B", "W"]
+    rows = db.execute("SELECT site, dyn_index, bit, mask, value_before, value_after, outcome, status "
+                      "FROM trials ORDER BY id").fetchall()
+    mismatches = []
+    for site, element, bit, mask, before, after, outcome, status in rows:
+        name = tensors[site]
+        stored = W if name == "W" else B
+        assert int(before, 16) == int(stored.reshape(-1).view(np.uint32)[element])
+        assert int(mask, 16) == 1 << bit and int(after, 16) == int(before, 16) ^ (1 << bit)
+        w = flipped(W, element, bit) if name == "W" else W
+        b = flipped(B, element, bit) if name == "B" else B
+        expected = "sdc" if differs(golden, numpy_model(w, b)) else "benign"
+        if status != "ok" or outcome != expected:
+            mismatches.append((name, element, bit, status, outcome, expected))
+    assert not mismatches, mismatches[:10]
+    outcomes = dict(db.execute("SELECT outcome, COUNT(*) FROM trials GROUP BY outcome").fetchall())
+    assert outcomes["sdc"] > 0 and outcomes["benign"] > 0  # both kinds occur: the check can fail
+    # Results per tensor and per layer.
+    assert set(summary["by_function"]) == {"W", "B"}
+    assert set(summary["by_layer"]) == {"mm (MatMul 1)", "add (Add 1)"}
+    assert summary["by_opcode"]["weight"]["trials"] == summary["trials"]
+    db.close()
+
+
+def test_uniform_weight_draws_replay_and_resume(model_dir):
+    """Uniform draws over (element, bit) are reproducible from the seed; a trial replays alone to the
+    same fault and outcome; a second run resumes without re-running anything."""
+    config = parse_config(CONFIG.replace("seed: 3", "seed: 5") + "select: {nodes: [mm]}\n")
+    campaign = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs",
+                                  out_dir=model_dir / "work", jobs=2)
+    summary = campaign.run(300, progress=False)
+    assert summary["trials"] == 300
+    db = sqlite3.connect(campaign.db_path)
+    sites = {s for (s,) in db.execute("SELECT DISTINCT site FROM trials")}
+    assert [n for (n,) in db.execute("SELECT function FROM sites")] == ["W"] and len(sites) == 1
+    bits = [b for (b,) in db.execute("SELECT bit FROM trials")]
+    assert len(set(bits)) > 20 and min(bits) >= 0 and max(bits) <= 31
+    sdc = db.execute("SELECT id FROM trials WHERE outcome = 'sdc' LIMIT 1").fetchone()[0]
+    db.close()
+    replay = replay_trial(campaign.db_path, sdc)
+    assert replay.matches and replay.outcome == "sdc"
+    again = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs", out_dir=model_dir / "work")
+    again.run(300, progress=False)
+    assert again.last_trials == 0
+
+
+def test_weight_fault_config_and_refusals(model_dir):
+    assert parse_config("fault: {target: weights, tensors: [W]}").tensors == frozenset({"W"})
+    assert parse_config("").target == "instructions"
+    with pytest.raises(ConfigError, match="target: 'memory' is not one of"):
+        parse_config("fault: {target: memory}")
+    with pytest.raises(ConfigError, match="give target: weights too"):
+        parse_config("fault: {tensors: [W]}")
+    config = parse_config("fault: {target: weights, tensors: [nope]}")
+    campaign = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs", out_dir=model_dir / "work")
+    with pytest.raises(UsageError, match="nope"):
+        campaign.run(1, progress=False)
+    with pytest.raises(UsageError, match="--engine simple"):
+        Campaign.from_onnx(model_dir / "mm.onnx", parse_config("fault: {target: weights}"), model_dir / "inputs",
+                           out_dir=model_dir / "work", engine="walk")
+
+
+def test_cli_target_weights(model_dir, tmp_path, capsys):
+    """`inject --target weights --tensors B` runs a weight campaign and `results` shows it per tensor."""
+    db = tmp_path / "w.db"
+    assert main(["inject", str(model_dir / "mm.onnx"), "--inputs", str(model_dir / "inputs"), "-o",
+                 str(model_dir / "work"), "--target", "weights", "--tensors", "B", "--runs", "40", "--db", str(db),
+                 "--quiet", "--jobs", "1"]) == 0
+    rows = sqlite3.connect(db).execute("SELECT DISTINCT s.function FROM trials t JOIN sites s ON s.id = t.site")
+    assert [r[0] for r in rows] == ["B"]
+    capsys.readouterr()
+    assert main(["results", str(db)]) == 0
+    assert "Per tensor" in capsys.readouterr().out
+    assert main(["inject", str(model_dir / "mm.onnx"), "--tensors", "B", "--runs", "1"]) == 2
