@@ -2,8 +2,12 @@
 
 Faults go into the protected operators' floating-point arithmetic (default: Conv), in the
 unprotected program and in each hardened one (where the duplicates, compares and corrections are
-fault sites too). Printed side by side from one run: SDC rate with its 95% interval, the %
-reduction, and the run-time overhead of the hardened program (medians of interleaved timings).
+fault sites too: the `sid` group). Printed side by side from one run: SDC rate per fault with its
+95% interval and the % reduction; the selected dynamic instances per inference; the expected SDCs
+per inference under a uniform per-instruction fault rate (SDC per trial x dynamic instances, in
+units of that rate), and its ratio to the unprotected program's, which is the paper's question:
+hardening adds instructions that can fail too, so a lower rate per fault can still mean more SDCs
+per run; and the run-time overhead of the hardened program (medians of interleaved timings).
 
     python benchmarks/sid.py [--models lenet_fmnist cnn_fmnist] [--trials 1000] [--operators Conv]
 """
@@ -16,7 +20,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lltfi_mlir.dialect_passes.sites import SiteSelector
+from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 from rich.console import Console
 from rich.table import Table
 
@@ -34,6 +38,17 @@ def per_inference_us(exe: Path, x: Path, repeat: int) -> float:
     return float(proc.stderr.split("time_per_inference_us")[1].split()[0])
 
 
+def instances(campaign: Campaign) -> float:
+    """Selected dynamic instances per inference (mean over the input sets)."""
+    return statistics.mean(p.total for p in campaign.profiles)
+
+
+def expected_sdcs(summary: dict, per_inference: float) -> float:
+    """Expected SDCs per inference when every selected dynamic instance fails at the same small rate
+    (in units of that rate): the chance that a fault is an SDC, times how many instances can fail."""
+    return summary["outcomes"]["sdc"]["count"] / summary["trials"] * per_inference if summary["trials"] else 0.0
+
+
 def pct(entry: dict) -> str:
     return f"{100 * entry['rate']:.2f}% [{100 * entry['ci_low']:.2f}, {100 * entry['ci_high']:.2f}]"
 
@@ -48,11 +63,13 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=160)
     operators = frozenset(args.operators.split(","))
-    config = CampaignConfig(selector=SiteSelector(operators=operators), seed=args.seed)
+    config = CampaignConfig(selector=SiteSelector(operators=operators, opcodes=GROUPS["fp"] | GROUPS["sid"]),
+                            seed=args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="lltfi-sid-"))
     table = Table(title=f"SID on {args.operators}: faults in {args.operators} arithmetic, {args.trials} trials "
                         "each (llc -O0), overhead = hardened / unprotected inference time")
-    for col in ["model", "technique", "correction", "SDC unprotected", "SDC hardened", "reduction", "overhead"]:
+    for col in ["model", "technique", "correction", "SDC/fault unprotected", "SDC/fault hardened", "reduction",
+                "instances", "SDC/inference (x rate)", "vs unprotected", "overhead"]:
         table.add_column(col, justify="right")
     for name in args.models:
         model = ROOT / "examples" / name / "model.onnx"
@@ -60,15 +77,21 @@ def main() -> None:
         x = sorted(inputs.glob("*.npy"))[0]
         with console.status(f"{name}: unprotected campaign"):
             plain = compile_onnx(model, tmp / name / "plain", CompileOptions(codegen="reference"))
-            base = Campaign.from_build(plain.directory, config, inputs, db=tmp / name / "plain.db").run(
-                args.trials, progress=False)["outcomes"]["sdc"]
+            campaign = Campaign.from_build(plain.directory, config, inputs, db=tmp / name / "plain.db")
+            base_summary = campaign.run(args.trials, progress=False)
+            base, base_instances = base_summary["outcomes"]["sdc"], instances(campaign)
+            base_expected = expected_sdcs(base_summary, base_instances)
+        table.add_row(name, "none", "-", pct(base), "", "", f"{base_instances:,.0f}", f"{base_expected:,.1f}", "1.00",
+                      "")
         for technique, correction in COMBINATIONS:
             label = f"{technique}-{correction}"
             with console.status(f"{name}: {label}"):
                 sid = SidOptions(technique, correction, operators)
                 hard = compile_onnx(model, tmp / name / label, CompileOptions(sid=sid))
-                result = Campaign.from_build(hard.directory, config, inputs, db=tmp / name / f"{label}.db").run(
-                    args.trials, progress=False)["outcomes"]["sdc"]
+                campaign = Campaign.from_build(hard.directory, config, inputs, db=tmp / name / f"{label}.db")
+                summary = campaign.run(args.trials, progress=False)
+                result, hard_instances = summary["outcomes"]["sdc"], instances(campaign)
+                expected = expected_sdcs(summary, hard_instances)
                 ratios = []
                 for _ in range(args.rounds):
                     p = per_inference_us(plain.executable, x, 20)
@@ -76,6 +99,8 @@ def main() -> None:
                     ratios.append(h / p)
             reduction = (1 - result["rate"] / base["rate"]) * 100 if base["rate"] else float("nan")
             table.add_row(name, technique, correction, pct(base), pct(result), f"{reduction:.1f}%",
+                          f"{hard_instances:,.0f}", f"{expected:,.1f}",
+                          f"{expected / base_expected:.2f}" if base_expected else "n/a",
                           f"{100 * (statistics.median(ratios) - 1):+.1f}%")
     console.print(table)
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import InputError, LltfiError, UsageError
+from .terminal import plain, safe
 
 
 class ExitCode(IntEnum):
@@ -118,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=["instruction", "operator"],
                    help="inject into instruction results (default) or into operator output elements "
                    "(TensorFI / PyTorchFI style), with the same operator selection and outcomes")
+    p.add_argument("--allow-nonfinite-golden", action="store_true",
+                   help="run although a fault-free output holds NaN or Inf (refused by default: faults that reach "
+                   "such values look benign); the database records the count")
     p.add_argument("--target", dest="fault_target", choices=["instructions", "weights"],
                    help="what a fault corrupts: instruction results (default), or one stored weight element "
                    "for the whole inference (bits drawn uniformly over every element and bit; --exhaustive: "
@@ -136,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="campaign seed")
     p.add_argument("--jobs", "-j", type=int, help="parallel fork-servers (default: one per core)")
     p.add_argument("-o", "--output", help="working directory (default: lltfi-out/<model>)")
+    p.add_argument("--allow-nonfinite-golden", action="store_true",
+                   help="run although a fault-free output holds NaN or Inf (see inject --help)")
     p.epilog = "C/C++ programs: arguments after '--' are passed to the program in every run."
 
     p = sub.add_parser("harden", help="compile with selective instruction duplication (AID, ACD, OD)",
@@ -186,7 +192,7 @@ def _print_outputs(console: Console, names: list[str], outputs: list[np.ndarray]
         flat = out.reshape(-1)
         is_classifier = out.ndim == 2 and out.shape[0] == 1 and out.shape[1] > 1
         if is_classifier:
-            console.print(f"output '{name}' {tuple(out.shape)}: top classes", soft_wrap=True)
+            console.print(f"output '{safe(name)}' {tuple(out.shape)}: top classes", soft_wrap=True)
             table = Table()
             table.add_column("rank", justify="right")
             table.add_column("class", justify="right")
@@ -196,7 +202,7 @@ def _print_outputs(console: Console, names: list[str], outputs: list[np.ndarray]
                 table.add_row(str(rank), str(int(cls)), f"{flat[cls]:.6g}")
             console.print(table)
         else:
-            console.print(f"output '{name}' {tuple(out.shape)}:")
+            console.print(f"output '{safe(name)}' {tuple(out.shape)}:")
             console.print(np.array2string(out, precision=6, threshold=64))
 
 
@@ -210,27 +216,27 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
 
         from .compiler import compile_program
 
-        with console.status(f"compiling {' '.join(args.model)}"):
+        with console.status(f"compiling {safe(' '.join(args.model))}"):
             build = compile_program(args.model, args.output, shlex.split(args.cflags), args.opt_level or 0)
         total = sum(build.manifest["seconds"].values())
-        console.print(f"compiled {' '.join(args.model)} -> {build.executable} in {total:.2f} s "
-                      f"(run it as the original program; inject with: lltfi-mlir inject {args.output} -- ARGS)")
+        console.print(f"compiled {safe(' '.join(args.model))} -> {safe(build.executable)} in {total:.2f} s "
+                      f"(run it as the original program; inject with: lltfi-mlir inject {safe(args.output)} -- ARGS)")
         return ExitCode.OK
     if len(args.model) != 1:
         raise UsageError("give one ONNX model, or only C/C++ source files")
     args.model = args.model[0]
     options = CompileOptions(codegen=args.codegen, opt_level=args.opt_level, target_cpu=args.target_cpu,
                              shapes=parse_shape_overrides(args.shape))
-    with console.status(f"compiling {args.model}"):
+    with console.status(f"compiling {safe(args.model)}"):
         build = compile_onnx(args.model, args.output, options)
     seconds = build.manifest["seconds"]
     total = sum(seconds.values())
     stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
-    console.print(f"compiled {args.model} -> {build.executable} in {total:.2f} s ({stages})")
+    console.print(f"compiled {safe(args.model)} -> {safe(build.executable)} in {total:.2f} s ({stages})")
     for spec in build.inputs:
-        console.print(f"  input  {spec.name}: {'x'.join(map(str, spec.shape))} float32")
+        console.print(f"  input  {safe(spec.name)}: {'x'.join(map(str, spec.shape))} float32")
     for spec in build.outputs:
-        console.print(f"  output {spec.name}: {'x'.join(map(str, spec.shape))} float32")
+        console.print(f"  output {safe(spec.name)}: {'x'.join(map(str, spec.shape))} float32")
     return ExitCode.OK
 
 
@@ -273,12 +279,12 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
     sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
     options = CompileOptions(codegen=args.codegen, opt_level=args.opt_level, target_cpu=args.target_cpu,
                              shapes=parse_shape_overrides(args.shape), sid=sid)
-    with console.status(f"hardening {args.model}"):
+    with console.status(f"hardening {safe(args.model)}"):
         build = compile_onnx(args.model, args.output, options)
     report = build.manifest["sid"]
     what = (f"{report['duplicated_nodes']} operator node(s) duplicated" if args.sid == "od"
             else f"{report['duplicated_instructions']} instruction(s) duplicated")
-    console.print(f"hardened {args.model} -> {build.executable} ({args.sid}, correct={args.correct}): {what}, "
+    console.print(f"hardened {safe(args.model)} -> {safe(build.executable)} ({args.sid}, correct={args.correct}): {what}, "
                   f"{report['checks']} check(s) inserted")
     return ExitCode.OK
 
@@ -301,7 +307,7 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
             raise UsageError(f"--max-trace {args.max_trace}: must be 1..4096")
         config = with_overrides(config, max_trace=args.max_trace or config.max_trace or 250)
     for note in config.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {safe(note)}")
     if args.runs is not None and args.runs < 1:
         raise UsageError(f"--runs {args.runs}: must be at least 1")
     if args.jobs is not None and args.jobs < 1:
@@ -325,14 +331,16 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     else:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
                                       codegen=args.codegen, **kwargs)
+    campaign.allow_nonfinite_golden = args.allow_nonfinite_golden
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
     if campaign.self_check.startswith("skipped"):
-        console.print(f"note: instrumentation self-check {campaign.self_check}", markup=False)
+        console.print(f"note: instrumentation self-check {plain(campaign.self_check)}", markup=False)
     if campaign.planned_trials is not None:
         console.print(f"margin {args.margin}: planned {campaign.planned_trials} trials (Leveugle et al. 2009); "
                       f"{summary['trials']} run (the run stops once the SDC interval is that tight)")
     print_summary(summary, console, details=not args.quiet)
-    console.print(f"results: {campaign.db_path}  (lltfi-mlir results {campaign.db_path} --json)", soft_wrap=True)
+    console.print(f"results: {safe(campaign.db_path)}  (lltfi-mlir results {safe(campaign.db_path)} --json)",
+                  soft_wrap=True)
     from .campaign.database import CampaignDatabase
     from .campaign.report import print_replay_hint
 
@@ -377,7 +385,8 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> ExitCode:
     for level in ("instruction", "operator"):
         config = dataclasses.replace(base, level=level)
         campaign = Campaign.from_onnx(args.model, config, args.inputs, out_dir=args.output, jobs=args.jobs)
-        console.print(f"{level}-level campaign: {campaign.db_path}")
+        campaign.allow_nonfinite_golden = args.allow_nonfinite_golden
+        console.print(f"{level}-level campaign: {safe(campaign.db_path)}")
         rates[level] = campaign.run(args.runs, progress=True)["outcomes"]["sdc"]
     table = Table(title=f"SDC rate by injection level ({args.runs} trials each, 95% Wilson intervals)",
                   title_justify="left")
@@ -396,7 +405,7 @@ def _cmd_trace(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.propagation import write_graphs
 
     for path in write_graphs(args.db, args.trial, args.output):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {safe(path)}")
     return ExitCode.OK
 
 
@@ -413,7 +422,7 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
         console.print(f"  fault at site {f.site}, instance {f.index}: mask {f.mask:#x}, value {f.before:#x} -> "
                       f"{f.after:#x}")
     if replay.output and isinstance(replay.output[0], bytes):
-        console.print("  stdout: " + replay.output[0].decode(errors="replace").strip()[:500], markup=False)
+        console.print("  stdout: " + plain(replay.output[0].decode(errors="replace").strip()[:500]), markup=False)
     elif replay.output:
         console.print("  output: " + np.array2string(replay.output[0].reshape(-1), precision=5, threshold=20))
     console.print(f"outcome now: {replay.outcome}; recorded: {rec['outcome']}")
@@ -448,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             return ExitCode.USAGE
         return COMMANDS[args.command](args, console)
     except LltfiError as exc:
-        message = " ".join(str(exc).split())
+        message = plain(" ".join(str(exc).split()))
         errors.print(f"lltfi-mlir: error: {message}", markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

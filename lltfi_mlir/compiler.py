@@ -24,6 +24,7 @@ from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import assemble, build_native, translate_module
 from .llvm_backend.glue import generate_glue
+from .workdir import file_digest, locked, source_key, staged
 from .llvm_backend.weights import externalize_weights, weight_table, write_weights_assembly
 
 STEM = "model"
@@ -115,7 +116,25 @@ def options_of_build(manifest: dict) -> dict:
 
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
-    """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure."""
+    """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure.
+
+    The build is made in a temporary folder, under a lock on `out_dir`, and published whole:
+    concurrent compiles into one folder wait for each other, and a failed compile (a refused
+    model, a full disk) leaves `out_dir` as it was. The manifest records the content hashes that
+    caches key on: the weights (`weights_sha256`) and the ONNX source (`source_key`)."""
+    with locked(Path(out_dir).resolve()), staged(Path(out_dir).resolve()) as stage:
+        _compile_onnx(model, stage, options)
+        manifest = json.loads((stage / "manifest.json").read_text())
+        if (stage / "weights.o").exists():
+            manifest["weights_sha256"] = file_digest(stage / "weights.o")
+        if not isinstance(model, onnx.ModelProto):
+            manifest["source_key"] = source_key(Path(model))
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Build(out_dir)
+
+
+def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
+                  options: CompileOptions = CompileOptions()) -> Build:
     scalar_sid = options.sid is not None and options.sid.technique in ("aid", "acd")
     codegen = options.codegen or ("reference" if scalar_sid else "optimized")
     if scalar_sid and codegen != "reference":

@@ -19,7 +19,8 @@ from .build import Build
 from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .llvm_backend.codegen import build_native, runtime_digest, translate_module
+from .workdir import replace_folder, stage_folder, weights_digest
+from .llvm_backend.codegen import assemble, build_native, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
 
 STEM = "model"
@@ -39,10 +40,11 @@ class InstrumentedBuild:
     units: list = None  # per versioning unit: {site id: instances per entry}
 
 
-def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes) -> str:
+def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes, weights: str = "") -> str:
     payload = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in asdict(selector).items()}
     payload["backend"] = backend
     payload["module"] = hashlib.sha256(module_text).hexdigest()  # a rebuilt model invalidates the cache
+    payload["weights"] = weights  # so do retrained weights (not in the module: it declares them external)
     payload["runtime"] = runtime_digest()  # so does a changed C runtime
     # 3 and older: per-block grouping bug (wrong counts in multi-block nests); 4: smaller units
     payload["version"] = 5
@@ -65,7 +67,7 @@ def _backend(build: Build, out: Path, result, translated: float, backend: dict) 
     glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites), len(result.units)))
     weights = build.directory / "weights.o"  # assembled by compile (older builds: the .S)
     if not weights.exists():
-        weights = build.directory / "weights.S"
+        weights = assemble(build.directory / "weights.S", out / "weights.o")
     return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, weights], translated=translated, **backend)
 
 
@@ -76,7 +78,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     backend = {"opt_level": build.manifest["opt_level"] if opt_level is None else opt_level,
                "target_cpu": build.manifest.get("target_cpu"), "ir_opt": build.manifest.get("ir_opt", False)}
     source = build.directory / f"{STEM}.llvm.mlir"
-    out = build.directory / f"fi-{_selector_key(selector, backend, source.read_bytes())}"
+    weights = weights_digest(build.directory, build.manifest)
+    out = build.directory / f"fi-{_selector_key(selector, backend, source.read_bytes(), weights)}"
     table_path = out / "sites.json"
     exe = out / STEM
     if table_path.exists() and exe.exists():
@@ -84,7 +87,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
         return InstrumentedBuild(build, out, exe, [Site(**s) for s in table["sites"]],
                                  table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"],
                                  [{int(k): v for k, v in u.items()} for u in table["units"]])
-    out.mkdir(parents=True, exist_ok=True)
+    # Built aside and renamed into place: concurrent campaigns never run a half-written executable.
+    final, out = out, stage_folder(out)
     with ir.Context():
         module = ir.Module.parse(source.read_text())
         result = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest)).apply(module)
@@ -102,6 +106,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
              "units": result.units, "seconds": seconds}
-    table_path.write_text(json.dumps(table, indent=1) + "\n")
+    (out / "sites.json").write_text(json.dumps(table, indent=1) + "\n")
+    replace_folder(out, final)
+    out = final
     return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,
                              result.versioned_nests, result.units)

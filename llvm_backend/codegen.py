@@ -31,10 +31,12 @@ def translate_module(module, out_ll: Path) -> float:
     return time.perf_counter() - start
 
 
-def assemble(source: Path) -> Path:
-    """Assemble weights.S once: every instrumented build of the model links the same object."""
-    obj = source.with_suffix(".o")
-    run_tool([tool_path("cc"), "-c", str(source), "-o", str(obj)], f"assembling {source.name}")
+def assemble(source: Path, out: Path | None = None) -> Path:
+    """Assemble weights.S once: every instrumented build of the model links the same object. Its
+    `.incbin` paths are relative to its folder (`-I`), so a moved build folder assembles again."""
+    obj = source.with_suffix(".o") if out is None else out
+    run_tool([tool_path("cc"), "-c", "-Xassembler", f"-I{source.parent}", str(source), "-o", str(obj)],
+             f"assembling {source.name}")
     return obj
 
 

@@ -44,7 +44,8 @@ def externalize_weights(module: ir.Module, arrays: dict[str, np.ndarray]) -> Ext
 
 def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.ndarray],
                            out_dir: Path) -> Path:
-    """Write one .bin per weight and a `weights.S` that defines every external symbol."""
+    """Write one .bin per weight and a `weights.S` that defines every external symbol. The `.incbin`
+    paths are relative to `out_dir` (assemble with `-I out_dir`): a build folder can be moved."""
     bin_dir = out_dir / "weights"
     bin_dir.mkdir(parents=True, exist_ok=True)
     lines = ["\t.section .rodata"]
@@ -54,7 +55,7 @@ def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.nd
         data = _stored(arrays[handle])
         data.tofile(path)
         sizes[symbol] = data.nbytes
-        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f'\t.incbin "{path.resolve()}"']
+        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f'\t.incbin "weights/{path.name}"']
     # The table that memory faults address weights by (campaign/memory.py, runtime/memory_faults.h):
     # entry i is the i-th symbol in sorted order, as weight_order() lists them; names never reach C.
     order = weight_order(weights)

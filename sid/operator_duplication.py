@@ -12,14 +12,30 @@ import onnx_graphsurgeon as gs
 from lltfi_mlir.errors import UsageError
 
 
+def layer_names(model: onnx.ModelProto, layers: frozenset[tuple[str, int]]) -> frozenset[str]:
+    """Names of the nodes that (op type, N) pairs pick: the N-th node of that type in graph order,
+    1-based as LLTFI's -layerNo and the manifest's layer numbers; N = 0 picks every node of the type."""
+    seen: dict[str, int] = {}
+    picked = set()
+    for node in model.graph.node:
+        seen[node.op_type] = seen.get(node.op_type, 0) + 1
+        if any(t == node.op_type and n in (0, seen[node.op_type]) for t, n in layers):
+            picked.add(node.name)
+    return frozenset(picked)
+
+
 def duplicate_operators(model: onnx.ModelProto, op_types: frozenset[str] = frozenset(),
-                        names: frozenset[str] = frozenset(), correction: str = "min") -> tuple[onnx.ModelProto, int]:
-    """Return the hardened model and how many nodes were duplicated."""
+                        names: frozenset[str] = frozenset(), correction: str = "min",
+                        layers: frozenset[tuple[str, int]] = frozenset()) -> tuple[onnx.ModelProto, int]:
+    """Return the hardened model and how many nodes were duplicated (those matching every given
+    filter: op types, node names, layers)."""
     if correction != "min":
         raise UsageError(f"--sid od supports --correct min only (got {correction!r}): ONNX cannot AND float bits")
+    in_layers = layer_names(model, layers) if layers else None
     graph = gs.import_onnx(model)
     chosen = [n for n in graph.nodes
-              if (not op_types or n.op in op_types) and (not names or n.name in names) and len(n.outputs) == 1]
+              if (not op_types or n.op in op_types) and (not names or n.name in names)
+              and (in_layers is None or n.name in in_layers) and len(n.outputs) == 1]
     for node in chosen:
         out = node.outputs[0]
         original = gs.Variable(f"{out.name}__od_a", dtype=out.dtype, shape=out.shape)

@@ -20,6 +20,7 @@ from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig, FaultConfig
 from lltfi_mlir.cli import main
 from lltfi_mlir.compiler import SidOptions
+from lltfi_mlir.errors import UsageError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COMBINATIONS = [("aid", "and"), ("aid", "min"), ("aid", "none"), ("acd", "and"), ("acd", "min"), ("acd", "none"),
@@ -108,3 +109,46 @@ def test_harden_cli_reports_counts(tmp_path, capsys):
     assert "2 instruction(s) duplicated, 1 check(s) inserted" in out
     assert main(["harden", str(model), "--sid", "od", "--correct", "and"]) == 2
     assert main(["harden", str(model), "--sid", "aid", "--operators", "Nope", "-o", str(tmp_path / "x")]) == 2
+
+
+def test_od_honours_layers(tmp_path):
+    from lltfi_mlir.sid.operator_duplication import layer_names
+
+    model = tiny_cnn()
+    assert layer_names(model, frozenset({("Relu", 1), ("Gemm", 0)})) == {model.graph.node[1].name, "fc"}
+    sid = SidOptions("od", "min", layers=frozenset({("Gemm", 1)}))
+    build = compile_onnx(model, tmp_path / "od", CompileOptions(sid=sid))
+    assert build.manifest["sid"]["duplicated_nodes"] == 1
+    assert {n["name"] for n in build.manifest["nodes"]} >= {"fc__od_dup", "fc__od_min"}
+    assert "conv1__od_dup" not in {n["name"] for n in build.manifest["nodes"]}
+    with pytest.raises(UsageError, match="selects no operator"):
+        compile_onnx(model, tmp_path / "none", CompileOptions(sid=SidOptions("od", "min",
+                                                                             layers=frozenset({("Conv", 2)}))))
+
+
+def test_sid_group_selects_the_checking_code(tmp_path):
+    """The default selection (and `all`) includes the `sid` group: every instruction SID inserted,
+    whatever its opcode; `exclude_opcodes: [sid]` leaves it out; unhardened builds are unchanged."""
+    from lltfi_mlir.dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
+    from lltfi_mlir.dialect_passes.sites import DEFAULT_OPCODES, GROUPS
+    from mlir import ir
+
+    from lltfi_mlir.campaign.config import load_config
+
+    assert "sid" in DEFAULT_OPCODES and "sid" in GROUPS["all"]
+    build = compile_onnx(tiny_cnn(), tmp_path / "h", CompileOptions(sid=SidOptions("aid", "and",
+                                                                                  frozenset({"Gemm"}))))
+    info = node_info_from_manifest(build.manifest)
+
+    def opcodes(selector: SiteSelector) -> list[str]:
+        with ir.Context():
+            module = ir.Module.parse((build.directory / "model.llvm.mlir").read_text())
+            return [s.opcode for s in InstrumentSitesPass(selector, info).apply(module).sites]
+
+    default = opcodes(SiteSelector(operators=frozenset({"Gemm"})))
+    assert {"inline_asm", "bitcast", "icmp", "and", "select"} <= set(default)
+    without = opcodes(SiteSelector(operators=frozenset({"Gemm"}), exclude_opcodes=frozenset({"sid"})))
+    assert set(without) == {"fmul", "fadd"}  # the originals only
+    assert all(default.count(op) == 2 * without.count(op) for op in without)  # originals and duplicates
+    (tmp_path / "c.yaml").write_text("select:\n  opcodes: [fp, sid]\n  operators: [Gemm]\n")
+    assert load_config(tmp_path / "c.yaml").selector.opcodes == GROUPS["fp"] | GROUPS["sid"]

@@ -30,6 +30,7 @@ from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
 from ..errors import RunError, UsageError
 from ..frontend.importer import OP_HOOK
 from ..instrument import InstrumentedBuild, instrument_build
+from ..workdir import locked, source_key, weights_digest, write_text_atomic
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
@@ -39,7 +40,8 @@ from .memory import WeightTarget, check_memory_campaign, uninstrumented, weight_
 from .memory import population as memory_population
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
-from .profile import InputProfile, load_profiles, profile_cache_path, run_profile, save_profiles, write_inputs_list
+from .profile import (InputProfile, campaign_inputs_list, load_profiles, profile_cache_path, run_profile,
+                      save_profiles)
 from .propagation import layer_rows
 from .report import summarize
 from .stats import planned_trials, wilson
@@ -82,7 +84,25 @@ def _engine(engine: str | None, build: Build) -> str:
     return engine
 
 
+def _cached_build(model: Path, build_dir: Path, codegen: str, opt_level: int | None) -> Build:
+    """The work folder's build of `model`, reused only while the model's bytes (`source_key`), path,
+    code generation and llc level are the same; under the work folder's lock, so that campaigns
+    started together compile once and never run a build another one is writing."""
+    key = source_key(model) if model.is_file() else None
+    with locked(build_dir.parent):
+        if key and (build_dir / "manifest.json").exists():
+            build = Build(build_dir)
+            if (build.manifest.get("source_key") == key and build.manifest.get("source") == str(model)
+                    and build.manifest.get("codegen", "reference") == codegen
+                    and opt_level in (None, build.manifest["opt_level"])):
+                return build
+        return compile_onnx(model, build_dir, CompileOptions(codegen=codegen, opt_level=opt_level))
+
+
 class Campaign:
+    # Run although a fault-free output holds NaN or Inf (see _check_golden); set before run().
+    allow_nonfinite_golden = False
+
     def __init__(self, build: Build, config: CampaignConfig, input_sets: list[list[Path]],
                  db: str | Path | None = None, jobs: int | None = None, program: ProgramRun | None = None,
                  engine: str | None = None) -> None:
@@ -106,6 +126,8 @@ class Campaign:
             self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
+            # Retrained weights of the same architecture are another model (not in the module above).
+            **({"weights": digest[:16]} if (digest := weights_digest(build.directory, build.manifest)) else {}),
             "opt_level": build.manifest["opt_level"],
             "config": _jsonable(dataclasses.asdict(dataclasses.replace(config, runs=0, notes=()))),
             "inputs": [[str(p.resolve()) for p in s] for s in input_sets],
@@ -183,21 +205,7 @@ class Campaign:
         # Exported models are often all called model.onnx: name the work directory after the folder.
         name = model.parent.name if model.stem == "model" and model.parent.name else model.stem
         out = Path(out_dir) if out_dir else Path("lltfi-out") / name
-        build_dir = out / "build"
-        build = None
-        if (build_dir / "manifest.json").exists():
-            build = Build(build_dir)
-            same = (build.manifest.get("source") == str(model)
-                    and build.manifest.get("codegen", "reference") == codegen
-                    and opt_level in (None, build.manifest["opt_level"])
-                    and build.manifest.get("source_mtime") == model.stat().st_mtime)
-            if not same:
-                build = None
-        if build is None:
-            build = compile_onnx(model, build_dir, CompileOptions(codegen=codegen, opt_level=opt_level))
-            manifest = dict(build.manifest, source_mtime=model.stat().st_mtime)
-            (build_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-            build = Build(build_dir)
+        build = _cached_build(model, out / "build", codegen, opt_level)
         return cls(build, config, find_input_sets(inputs, build, model.parent), **kwargs)
 
     @classmethod
@@ -237,10 +245,11 @@ class Campaign:
                     [(s.opcode, s.node, s.register) for s in self.instrumented.sites]:
                 raise UsageError("the layer-tracing build selects different instructions than the plain build; "
                                  "trace with the default floating-point selection")
-        inputs_list = write_inputs_list(self.input_sets, self.instrumented.directory / "inputs.txt")
+        inputs_list = self.inputs_list = campaign_inputs_list(self.input_sets, self.instrumented.directory)
         self.profiles = self._profile(inputs_list)
         self.golden_all = [self._outputs(p.golden, everything=True) for p in self.profiles]
         self.golden = [g[:len(self.build.outputs)] if not self.build.is_program else g for g in self.golden_all]
+        self._check_golden()
         if not self.weight_targets and not any(p.total for p in self.profiles):
             raise UsageError("the selected sites never execute on these inputs: nothing to inject into")
         db = CampaignDatabase(self.db_path)
@@ -265,6 +274,7 @@ class Campaign:
             "golden": [p.golden.hex() for p in self.profiles],
         })
         db.set_meta("seed", self.config.seed)
+        db.set_meta("nonfinite_golden", self.nonfinite_golden)
         db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
         db.set_meta("level", self.config.level)
         db.set_meta("target", self.config.target)
@@ -321,13 +331,13 @@ class Campaign:
         directory = self.build.directory / name
         if (directory / "manifest.json").exists():
             traced = Build(directory)
-            if traced.manifest.get("model_hash") == self.identity["model"]:
+            if traced.manifest.get("model_hash") == self.identity["model"] + self.identity.get("weights", ""):
                 return traced
         compile_options = CompileOptions(**options_of_build(self.build.manifest),
                                          shapes={t.name: t.shape for t in self.build.inputs}, **options)
         traced = compile_onnx(source, directory, compile_options)
-        manifest = dict(traced.manifest, model_hash=self.identity["model"])
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        manifest = dict(traced.manifest, model_hash=self.identity["model"] + self.identity.get("weights", ""))
+        write_text_atomic(directory / "manifest.json", json.dumps(manifest, indent=1) + "\n")
         return Build(directory)
 
     # -- running --------------------------------------------------------------------------------------
@@ -397,10 +407,9 @@ class Campaign:
         remaining = total - len([i for i in done if i < total])
         timeout_us = int(self.timeout_seconds() * 1e6)
         if self.config.draw == "per_layer" and not exhaustive:
-            results = self._stratified_results(total, done, timeout_us)
+            results = self._stratified_results(total, done, timeout_us, db)
         else:
-            executor = self._executor(self.instrumented.executable, self.instrumented.directory / "inputs.txt",
-                                      timeout_us)
+            executor = self._executor(self.instrumented.executable, self.inputs_list, timeout_us)
             results = executor.run(self._expand(t for t in trials_iter if t.id not in done))
         tally: Counter = Counter(o for (o,) in db.query("SELECT outcome FROM trials WHERE id < ?", (total,)))
         batch: list[dict] = []
@@ -485,12 +494,14 @@ class Campaign:
         del pairs[key]
         return slot["faulty"], slot["golden"]
 
-    def _stratified_results(self, total: int, done: set[int], timeout_us: int) -> Iterator[RawResult]:
+    def _stratified_results(self, total: int, done: set[int], timeout_us: int,
+                            db: CampaignDatabase) -> Iterator[RawResult]:
         """Per-layer stratified draws: trial i goes to layer i mod L, uniform within that layer.
 
         Each layer gets its own instrumented build whose countdown sees only that layer's sites (the
         countdown is global, so "the k-th instance of layer L" needs a build that selects only L);
-        its site ids are mapped back to the full build's so reports stay comparable."""
+        its site ids are mapped back to the full build's so reports stay comparable. The database
+        records each layer's build and site map: `replay` runs trial i on the build of layer i mod L."""
         full = self.instrumented
         key = (lambda s: s.function) if self.build.is_program else (lambda s: s.node)
         per_site = [p.site_counts for p in self.profiles]
@@ -499,6 +510,7 @@ class Campaign:
             if any(counts[site.id] for counts in per_site):
                 layers.setdefault(key(site), []).append(site.id)
         strata = sorted(layers)
+        db.set_meta("replay_strata", len(strata))
         for index, name in enumerate(strata):
             ids = [i for i in range(index, total, len(strata)) if i not in done]
             if not ids:
@@ -511,7 +523,9 @@ class Campaign:
                 raise UsageError(f"layer {name}: its build selects {len(layer_build.sites)} sites, the full build "
                                  f"{len(id_map)}; cannot stratify this selection")
             counts = [sum(c[i] for i in id_map) for c in per_site]
-            list_path = write_inputs_list(self.input_sets, layer_build.directory / "inputs.txt")
+            list_path = campaign_inputs_list(self.input_sets, layer_build.directory)
+            db.set_meta(f"replay_stratum_{index}", {"layer": name, "executable": str(layer_build.executable.resolve()),
+                                                     "inputs_list": str(list_path.resolve()), "id_map": id_map})
             executor = self._executor(layer_build.executable, list_path, timeout_us)
             for result in executor.run(self._expand(uniform_trial(self.config, counts, i) for i in ids)):
                 faults = tuple(dataclasses.replace(f, site=id_map[f.site]) for f in result.faults)
@@ -529,6 +543,23 @@ class Campaign:
             return False
         _, low, high = wilson(tally["sdc"], activated)
         return (high - low) / 2 <= margin
+
+    def _check_golden(self) -> None:
+        """A NaN or Inf in a fault-free output masks every fault that reaches it (and a tolerance
+        compares NaN equal to NaN): all-benign results that mean nothing. Refused unless
+        `allow_nonfinite_golden`; the database records what was found."""
+        self.nonfinite_golden = {}
+        if self.build.is_program:
+            return
+        for i, outputs in enumerate(self.golden):
+            count = sum(int(np.count_nonzero(~np.isfinite(o))) for o in outputs if o.dtype.kind == "f")
+            if count:
+                self.nonfinite_golden[str(i)] = count
+        if self.nonfinite_golden and not self.allow_nonfinite_golden:
+            sets = ", ".join(list(self.nonfinite_golden)[:8])
+            raise UsageError(f"the fault-free outputs hold {sum(self.nonfinite_golden.values())} NaN or Inf value(s) "
+                             f"(input set(s) {sets}): faults reaching them cannot be told from benign ones; check the "
+                             "inputs, or pass --allow-nonfinite-golden to run anyway")
 
     def summary(self) -> dict:
         db = CampaignDatabase(self.db_path, create=False)

@@ -7,12 +7,14 @@ resumes: trial ids already present are not run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
-from ..errors import UsageError
+from ..errors import RunError, UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,23 +36,57 @@ CREATE TABLE IF NOT EXISTS inst_trace (
     trial INTEGER NOT NULL, position INTEGER NOT NULL, site INTEGER NOT NULL, faulty TEXT NOT NULL,
     golden TEXT, PRIMARY KEY (trial, position));
 """
+CAMPAIGN_TABLES = frozenset({"meta", "sites", "trials"})  # what makes a file a campaign database
 TRIAL_COLUMNS = ("id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
                  "status", "code", "outcome", "activated", "site", "dyn_index", "mask", "value_before",
                  "value_after", "faults", "deviation", "output")
 
 
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 class CampaignDatabase:
+    """`create=True`: the campaign driver's read-write handle (creates the file and its tables).
+    `create=False`: a reader's (results, trace, replay): opened read-only, never changed, and a file
+    that is not a campaign database is refused instead of being given our tables."""
+
     def __init__(self, path: str | Path, create: bool = True) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
-            raise UsageError(f"campaign database not found: {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create:
+            if not self.path.is_file():
+                raise UsageError(f"campaign database not found: {self.path}")
+            self.conn = self._open_readonly()
+            return
+        if self.path.is_file() and self.path.stat().st_size:
+            self._open_readonly().close()  # refuses a file that is not a campaign database, untouched
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(SCHEMA)
+            # A file we may read but not write fails here, not with a traceback mid-campaign.
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('writable', 'true')")
+            self.conn.rollback()
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"{self.path} is not a campaign database: {exc}") from None
+            raise UsageError(f"cannot write the campaign database {self.path}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot create the campaign database {self.path}: {exc.strerror}") from None
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """SQLite's read-only URI mode; refuses files without the campaign tables."""
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            tables = _tables(conn)
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"{self.path} is not a campaign database ({exc})") from None
+        if not CAMPAIGN_TABLES <= tables:
+            conn.close()
+            raise UsageError(f"{self.path} is not a campaign database (it has no "
+                             f"{', '.join(sorted(CAMPAIGN_TABLES - tables))} table); give the .db file a campaign "
+                             "wrote")
+        return conn
 
     def close(self) -> None:
         self.conn.close()
@@ -60,8 +96,18 @@ class CampaignDatabase:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-        self.conn.commit()
+        with self._writing():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            self.conn.commit()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turns a failed write (disk full, file-size limit, file made read-only) into a one-line error."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            raise RunError(f"cannot write the campaign database {self.path}: {exc} (trials written so far "
+                           "are kept; re-run the command to resume)") from None
 
     def bind_campaign(self, identity: dict) -> None:
         """Refuse to mix two different campaigns in one database."""
@@ -70,22 +116,30 @@ class CampaignDatabase:
             self.set_meta("identity", identity)
         elif existing != identity:
             changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+            if {"model", "weights"} & set(changed):
+                raise UsageError(f"{self.path} holds a campaign of another model (content hash "
+                                 f"{existing.get('model')}/{existing.get('weights', '-')}, this model "
+                                 f"{identity.get('model')}/{identity.get('weights', '-')}: its code or weights "
+                                 "changed); its trials cannot be resumed with this model: use another --db")
             raise UsageError(f"{self.path} holds a different campaign (differs in: {', '.join(changed)}); "
                              "use another --db or remove this file")
 
     def set_sites(self, rows: Iterable[tuple]) -> None:
-        self.conn.execute("DELETE FROM sites")
-        self.conn.executemany("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        self.conn.commit()
+        with self._writing():
+            self.conn.execute("DELETE FROM sites")
+            self.conn.executemany("INSERT INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.conn.commit()
 
     def done_ids(self) -> set[int]:
         return {row[0] for row in self.conn.execute("SELECT id FROM trials")}
 
     def add_trials(self, rows: list[dict]) -> None:
-        self.conn.executemany(
-            f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}) VALUES ({', '.join('?' * len(TRIAL_COLUMNS))})",
-            [tuple(r.get(c) for c in TRIAL_COLUMNS) for r in rows])
-        self.conn.commit()
+        with self._writing():
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO trials ({', '.join(TRIAL_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(TRIAL_COLUMNS))})",
+                [tuple(r.get(c) for c in TRIAL_COLUMNS) for r in rows])
+            self.conn.commit()
 
     def add_traces(self, layer_rows: list[tuple], inst_rows: list[tuple]) -> None:
         """Written in the same transaction as the trials (call before add_trials commits)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..build import Build
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 
 
 def find_input_sets(inputs: str | Path | None, build: Build, model_dir: Path | None) -> list[list[Path]]:
@@ -37,6 +37,13 @@ def find_input_sets(inputs: str | Path | None, build: Build, model_dir: Path | N
                          + (f", or subdirectories holding {', '.join(n + '.npy' for n in names)})" if len(names) > 1
                             else ")"))
     for files in sets:
-        arrays = [np.load(f, allow_pickle=False) for f in files]
-        build.check_inputs(arrays)
+        build.check_inputs([load_npy(f) for f in files])
     return sets
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """An input array; anything numpy cannot read as a plain .npy file is a one-line InputError."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy's header parser raises many kinds (ValueError, TokenError, ...)
+        raise InputError(f"cannot read {path} as a .npy array: {' '.join(str(exc).split())[:200]}") from None

@@ -34,8 +34,45 @@ class InputProfile:
 
 
 def write_inputs_list(input_sets: list[list[Path]], path: Path) -> Path:
-    path.write_text("".join(" ".join(str(p.resolve()) for p in paths) + "\n" for paths in input_sets))
+    """The runtime's list of input sets (one line per set, whitespace-separated paths), written
+    atomically: campaigns that share a folder never read half a list."""
+    text = "".join(" ".join(_listed(p) for p in paths) + "\n" for paths in input_sets)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
     return path
+
+
+def campaign_inputs_list(input_sets: list[list[Path]], directory: Path) -> Path:
+    """This campaign's own input list in `directory`, named after its contents: another campaign on
+    the same build with other inputs writes another file, so replays keep reading their own."""
+    key = hashlib.sha256(json.dumps([[str(p.resolve()) for p in s] for s in input_sets]).encode()).hexdigest()[:12]
+    return write_inputs_list(input_sets, directory / f"inputs-{key}.txt")
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
+
+
+def _listed(path: Path) -> str:
+    """The path as the runtime can read it from a whitespace-separated list: a path holding
+    whitespace or a control character is listed as a symbolic link (named by the path's hash, in
+    the cache folder) to the file."""
+    target = str(path.resolve())
+    if target.isprintable() and not any(ch.isspace() for ch in target):
+        return target
+    links = _cache_dir() / "input-links"
+    link = links / f"{hashlib.sha256(target.encode()).hexdigest()[:24]}.npy"
+    if not link.is_symlink() or os.readlink(link) != target:
+        links.mkdir(parents=True, exist_ok=True)
+        partial = link.with_name(f"{link.name}.{os.getpid()}.tmp")
+        partial.unlink(missing_ok=True)
+        partial.symlink_to(target)
+        os.replace(partial, link)
+    if not str(link).isprintable() or any(ch.isspace() for ch in str(link)):
+        raise InputError(f"input path {target!r} holds whitespace, and so does the cache folder {links}; "
+                         "set LLTFI_CACHE to a folder without spaces")
+    return str(link)
 
 
 def _communicate(argv: list[str], backstop: float | None) -> subprocess.CompletedProcess:

@@ -14,9 +14,11 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import graphviz
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import BuildError, UsageError
+from ..terminal import plain
 from .database import CampaignDatabase
 from .stats import wilson
 
@@ -33,7 +35,8 @@ def layer_rows(trial_id: int, traced: list[dict], node_index: dict[str, int], n_
     rows = []
     n = n_outputs
     for spec, g, f in zip(traced, golden_all[n:], faulty_all[n:]):
-        gb, fb = g.reshape(-1).view(np.uint32), f.reshape(-1).view(np.uint32)
+        bits = np.dtype(f"u{g.dtype.itemsize}")  # compare bit patterns, whatever the element type
+        gb, fb = g.reshape(-1).view(bits), f.reshape(-1).view(bits)
         diff = np.flatnonzero(gb != fb)
         if not diff.size:
             continue
@@ -99,13 +102,16 @@ def table_two(db: CampaignDatabase) -> dict | None:
     return result
 
 
-def _escape(text: str) -> str:
-    """Quotes only: labels use DOT's own `\\n` line breaks."""
-    return text.replace('"', '\\"')
+def _label(*lines: object) -> str:
+    """A DOT label whose text is literal: graphviz quotes it, every backslash and `<...>` of the text
+    loses its meaning, and lines break with DOT's own `\\n`. Names never become DOT syntax; control
+    characters (invalid in the SVG's XML) are dropped as on the terminal."""
+    return graphviz.nohtml("\\n".join(graphviz.escape(plain(line)) for line in lines))
 
 
 def operator_graph(db: CampaignDatabase, trial: int) -> str:
-    """DOT of the ONNX graph with the corrupted path highlighted and annotated (paper Fig. 3)."""
+    """DOT of the ONNX graph with the corrupted path highlighted and annotated (paper Fig. 3). Nodes
+    are identified by their position (n0, n1, ...); their names appear only in quoted labels."""
     graph = db.get_meta("graph") or []
     site_row = db.query("SELECT s.node, s.opcode, t.mask, t.value_before, t.value_after, t.outcome FROM trials t "
                         "JOIN sites s ON s.id = t.site WHERE t.id = ?", (trial,))
@@ -115,31 +121,31 @@ def operator_graph(db: CampaignDatabase, trial: int) -> str:
     query = "SELECT node, corrupted, size, indices, golden, faulty FROM layer_trace WHERE trial = ?"
     corrupted = {node: (count, size, json.loads(idx), json.loads(g), json.loads(f))
                  for node, count, size, idx, g, f in db.query(query, (trial,))}
-    producer = {o: n["name"] for n in graph for o in n["outputs"]}
-    lines = [f'digraph "trial {trial}" {{', '  rankdir=TB; node [shape=box, style="rounded,filled", '
-             'fillcolor=white, fontname="Helvetica"];',
-             f'  label="trial {trial}: {outcome}"; labelloc=t;']
-    for n in graph:
-        label = f"{n['name']}\\n{n['op_type']}"
-        attrs = []
+    producer = {o: i for i, n in enumerate(graph) for o in n["outputs"]}
+    dot = graphviz.Digraph(f"trial {int(trial)}", graph_attr={"rankdir": "TB", "labelloc": "t",
+                                                               "label": _label(f"trial {trial}: {outcome}")},
+                           node_attr={"shape": "box", "style": "rounded,filled", "fillcolor": "white",
+                                      "fontname": "Helvetica"})
+    for i, n in enumerate(graph):
+        lines = [n["name"], n["op_type"]]
+        attrs = {}
         if n["name"] in corrupted:
             count, size, idx, g, f = corrupted[n["name"]]
-            label += f"\\n{count}/{size} corrupted"
+            lines.append(f"{count}/{size} corrupted")
             if idx:
-                label += f"\\n[{idx[0]}] {float(g[0]):.4g} -> {float(f[0]):.4g}"
-            attrs.append("fillcolor=\"#f4a3a3\"")
+                lines.append(f"[{idx[0]}] {float(g[0]):.4g} -> {float(f[0]):.4g}")
+            attrs["fillcolor"] = "#f4a3a3"
         if n["name"] == injected:
-            label += f"\\nfault: {opcode} mask {mask}"
-            attrs.append("penwidth=3, color=\"#b00000\"")
-        lines.append(f'  "{_escape(n["name"])}" [label="{_escape(label)}"{", " if attrs else ""}{", ".join(attrs)}];')
-    for n in graph:
+            lines.append(f"fault: {opcode} mask {mask}")
+            attrs.update(penwidth="3", color="#b00000")
+        dot.node(f"n{i}", _label(*lines), **attrs)
+    for i, n in enumerate(graph):
         for tensor in n["inputs"]:
             if tensor in producer:
-                hot = producer[tensor] in corrupted and n["name"] in corrupted
-                style = ' [color="#b00000", penwidth=2]' if hot else ""
-                lines.append(f'  "{_escape(producer[tensor])}" -> "{_escape(n["name"])}"{style};')
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+                source = graph[producer[tensor]]["name"]
+                hot = source in corrupted and n["name"] in corrupted
+                dot.edge(f"n{producer[tensor]}", f"n{i}", **({"color": "#b00000", "penwidth": "2"} if hot else {}))
+    return dot.source
 
 
 def instruction_graph(db: CampaignDatabase, trial: int) -> str:
@@ -154,21 +160,33 @@ def instruction_graph(db: CampaignDatabase, trial: int) -> str:
     if not rows:
         raise UsageError(f"trial {trial} has no instruction trace (run the campaign with maxTrace / --max-trace)")
     site, before, after = head[0]
-    opcode, node = sites[site]
-    lines = [f'digraph "trial {trial} instructions" {{', '  rankdir=TB; node [shape=box, fontname="Courier"];',
-             f'  fault [label="{_escape(f"fault: site {site} {opcode} ({node})")}\\n{before} -> {after}", '
-             'style=filled, fillcolor="#f4a3a3"];']
+    opcode, node = sites.get(site, ("?", None))
+    dot = graphviz.Digraph(f"trial {int(trial)} instructions", graph_attr={"rankdir": "TB"},
+                           node_attr={"shape": "box", "fontname": "Courier"})
+    dot.node("fault", _label(f"fault: site {site} {opcode} ({node})", f"{before} -> {after}"),
+             style="filled", fillcolor="#f4a3a3")
     previous = "fault"
     for position, sid, faulty, golden in rows:
         op, where = sites.get(sid, ("?", None))
         differs = golden is not None and faulty != golden
-        label = f"#{position} site {sid} {op} ({where})\\n" + (f"{golden} -> {faulty}" if differs else faulty)
-        style = ', style=filled, fillcolor="#f4a3a3"' if differs else ""
-        lines.append(f'  i{position} [label="{_escape(label)}"{style}];')
-        lines.append(f"  {previous} -> i{position};")
-        previous = f"i{position}"
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        label = _label(f"#{position} site {sid} {op} ({where})", f"{golden} -> {faulty}" if differs else faulty)
+        dot.node(f"i{int(position)}", label, **({"style": "filled", "fillcolor": "#f4a3a3"} if differs else {}))
+        dot.edge(previous, f"i{int(position)}")
+        previous = f"i{int(position)}"
+    return dot.source
+
+
+def _render_svg(dot_path: Path) -> Path:
+    """Graphviz's `dot -Tsvg`; a failure is a one-line BuildError, not a traceback."""
+    svg = dot_path.with_suffix(".svg")
+    try:
+        subprocess.run(["dot", "-Tsvg", str(dot_path), "-o", str(svg)], check=True, capture_output=True,
+                       text=True, timeout=300)
+    except subprocess.CalledProcessError as exc:
+        raise BuildError(f"dot could not render {dot_path}: {(exc.stderr or '').strip()[:300]}") from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"dot did not render {dot_path} within 300 s") from None
+    return svg
 
 
 def write_graphs(db_path: str | Path, trial: int, out_dir: str | Path) -> list[Path]:
@@ -186,9 +204,7 @@ def write_graphs(db_path: str | Path, trial: int, out_dir: str | Path) -> list[P
             dot_path.write_text(text)
             written.append(dot_path)
             if shutil.which("dot"):
-                svg = dot_path.with_suffix(".svg")
-                subprocess.run(["dot", "-Tsvg", str(dot_path), "-o", str(svg)], check=True, capture_output=True)
-                written.append(svg)
+                written.append(_render_svg(dot_path))
         return written
     finally:
         db.close()

@@ -12,22 +12,32 @@ from collections import Counter, defaultdict
 from rich.console import Console
 from rich.table import Table
 
+from ..terminal import safe
 from .database import TRIAL_COLUMNS, CampaignDatabase
 from .outcomes import OUTCOMES
 from .stats import wilson
 
 ACTIVATED_OUTCOMES = ("sdc", "benign", "crash", "hang")
+BEFORE_FAULT = "_before_fault"  # suffix of a crash or hang whose fault was never reached
 
 
 def _group(counter: Counter) -> dict:
+    """Counts as the database has them: `activated` is the number of rows with activated = 1, and a
+    trial that crashed or hung before its fault was reached (activated = 0: a too-short timeout, a
+    program failing without faults) is not activated; it is reported apart, in no rate."""
     trials = sum(counter.values())
     activated = sum(counter[o] for o in ACTIVATED_OUTCOMES)
+    before = {o: counter[o + BEFORE_FAULT] for o in ("crash", "hang") if counter[o + BEFORE_FAULT]}
     outcomes = {}
     for o in OUTCOMES:
         n = activated if o != "not_activated" else trials
-        rate, low, high = wilson(counter[o], n)
-        outcomes[o] = {"count": counter[o], "rate": rate, "ci_low": low, "ci_high": high}
-    return {"trials": trials, "activated": activated, "outcomes": outcomes}
+        count = counter[o] + (sum(before.values()) if o == "not_activated" else 0)
+        rate, low, high = wilson(count, n)
+        outcomes[o] = {"count": count, "rate": rate, "ci_low": low, "ci_high": high}
+    group = {"trials": trials, "activated": activated, "outcomes": outcomes}
+    if before:
+        group["failed_before_fault"] = before
+    return group
 
 
 def _bit_of(mask: str | None) -> str:
@@ -45,7 +55,9 @@ def summarize(db: CampaignDatabase) -> dict:
     by_opcode: dict[str, Counter] = defaultdict(Counter)
     by_bit: dict[str, Counter] = defaultdict(Counter)
     by_function: dict[str, Counter] = defaultdict(Counter)
-    for outcome, site, mask in db.query("SELECT outcome, site, mask FROM trials"):
+    for outcome, site, mask, activated in db.query("SELECT outcome, site, mask, activated FROM trials"):
+        if not activated and outcome in ("crash", "hang"):
+            outcome += BEFORE_FAULT
         overall[outcome] += 1
         if site is None or site not in sites:
             continue
@@ -60,7 +72,7 @@ def summarize(db: CampaignDatabase) -> dict:
     result["by_layer"] = {k: _group(v) for k, v in sorted(by_layer.items())}
     result["by_opcode"] = {k: _group(v) for k, v in sorted(by_opcode.items())}
     result["by_bit"] = {k: _group(v) for k, v in sorted(by_bit.items(), key=lambda kv: (len(kv[0]), kv[0]))}
-    for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc", "target"):
+    for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc", "target", "nonfinite_golden"):
         value = db.get_meta(key)
         if value is not None:
             result[key] = value
@@ -96,7 +108,7 @@ def _table(title: str, groups: dict) -> Table:
         table.add_column(o.upper() if o == "sdc" else o, justify="right")
     for name, g in groups.items():
         rates = [_pct(g["outcomes"][o]) for o in ACTIVATED_OUTCOMES]
-        table.add_row(name, str(g["trials"]), str(g["activated"]), *rates)
+        table.add_row(safe(name), str(g["trials"]), str(g["activated"]), *rates)
     return table
 
 
@@ -104,6 +116,13 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
     console.print(_table("Outcomes (rates over activated faults, 95% Wilson intervals)", {"all": summary}))
     na = summary["outcomes"]["not_activated"]
     console.print(f"not activated: {na['count']} of {summary['trials']} trials")
+    if summary.get("failed_before_fault"):
+        failed = ", ".join(f"{n} {o}" for o, n in summary["failed_before_fault"].items())
+        console.print(f"warning: {failed} before the fault was injected (counted as not activated, in no rate): "
+                      "a timeout shorter than a fault-free run, or a program that fails without faults")
+    if summary.get("nonfinite_golden"):
+        console.print(f"warning: the fault-free outputs hold {sum(summary['nonfinite_golden'].values())} NaN or Inf "
+                      "value(s) (run with --allow-nonfinite-golden): faults that reach them look benign")
     if "sdc_by_threshold" in summary:
         table = Table(title="SDC by deviation threshold", title_justify="left")
         table.add_column("threshold")
@@ -140,7 +159,7 @@ def print_replay_hint(db: CampaignDatabase, console: Console) -> None:
     sdc = [i for (i,) in db.query("SELECT id FROM trials WHERE outcome = 'sdc' ORDER BY id LIMIT 5")]
     if sdc:
         console.print(f"SDC trials include {', '.join(map(str, sdc))}; replay one with: "
-                      f"lltfi-mlir replay {db.path} --trial {sdc[0]}", soft_wrap=True)
+                      f"lltfi-mlir replay {safe(db.path)} --trial {sdc[0]}", soft_wrap=True)
 
 
 def trials_csv(db: CampaignDatabase) -> str:
