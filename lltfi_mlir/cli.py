@@ -122,10 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nonfinite-golden", action="store_true",
                    help="run although a fault-free output holds NaN or Inf (refused by default: faults that reach "
                    "such values look benign); the database records the count")
-    p.add_argument("--target", dest="fault_target", choices=["instructions", "weights"],
-                   help="what a fault corrupts: instruction results (default), or one stored weight element "
-                   "for the whole inference (bits drawn uniformly over every element and bit; --exhaustive: "
-                   "all of them); the config's select operators/nodes/layers pick the tensors by their readers")
+    p.add_argument("--target", dest="fault_target", choices=["instructions", "weights", "activations"],
+                   help="what a fault corrupts: instruction results (default); one stored weight element for the "
+                   "whole inference; or one element of an operator's output buffer once written. Uniform over "
+                   "every (element, bit), --exhaustive: all of them; the config's select operators/nodes/layers "
+                   "pick the operators (weights: by the operators reading them)")
     p.add_argument("--tensors", help="comma-separated weight tensor names (with --target weights; the manifest's "
                    "\"weights\" list names them)")
 

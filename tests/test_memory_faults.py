@@ -104,6 +104,32 @@ def test_exhaustive_weight_campaign_matches_numpy(model_dir):
     db.close()
 
 
+def test_exhaustive_activation_campaign_matches_numpy(model_dir):
+    """Every (element, bit) of the MatMul's output buffer: SDC exactly when numpy's h with that bit
+    flipped, plus B, changes the output."""
+    config = parse_config(CONFIG.replace("weights", "activations") + "select: {nodes: [mm]}\n")
+    campaign = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs", out_dir=model_dir / "work",
+                                  jobs=2)
+    summary = campaign.run(exhaustive=True, progress=False)
+    assert summary["trials"] == 65 * 32
+    h = numpy_model(W, np.zeros_like(B))
+    golden = numpy_model(W, B)
+    db = sqlite3.connect(campaign.db_path)
+    rows = db.execute("SELECT dyn_index, bit, value_before, value_after, outcome FROM trials").fetchall()
+    wrong = []
+    for element, bit, before, after, outcome in rows:
+        assert int(before, 16) == int(h.view(np.uint32)[element])  # the instance is the element
+        assert int(after, 16) == int(before, 16) ^ (1 << bit)
+        with np.errstate(all="ignore"):
+            faulty = (flipped(h, element, bit) + B).astype(np.float32)
+        expected = "sdc" if differs(golden, faulty) else "benign"
+        if outcome != expected:
+            wrong.append((element, bit, outcome, expected))
+    assert not wrong, wrong[:10]
+    assert set(summary["by_layer"]) == {"mm (MatMul 1)"} and 0 < summary["outcomes"]["sdc"]["count"] < len(rows)
+    db.close()
+
+
 def test_uniform_weight_draws_replay_and_resume(model_dir):
     """Uniform draws over (element, bit) are reproducible from the seed; a trial replays alone to the
     same fault and outcome; a second run resumes without re-running anything."""

@@ -123,7 +123,10 @@ class Campaign:
         self.weight_targets: list[WeightTarget] = []  # fault target "weights": the tensors drawn from
         if config.target != "instructions":
             check_memory_campaign(config, build, engine)
-            self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
+            if config.target == "weights":
+                self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
+            else:  # activations: a flipped element of an operator's output buffer (memory.py)
+                config = self.config = dataclasses.replace(config, level="operator")
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
             # Retrained weights of the same architecture are another model (not in the module above).

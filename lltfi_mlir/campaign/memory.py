@@ -1,14 +1,24 @@
-"""Memory fault targets: bits of stored weights flipped for a whole inference (persistent faults).
+"""Memory fault targets: bits of stored weights flipped for a whole inference (persistent faults),
+and bits of operator outputs in memory (transient faults).
 
 A weight target is one externalized initializer of a build: the manifest's "weights" list, whose
 i-th entry is entry i of the runtime's `lltfi_weight_table` (llvm_backend/weights.py). Initializers
 of at most RESOURCE_THRESHOLD (64) elements are not targets: they are inlined into the code as
 immediates or constant-pool literals, which are no data symbol of the model (and hold only biases
-of a few channels and small shape constants). Tensors the compiler derives from initializers are
+of a few channels and small shape constants); integer constants (indices, shapes) are no weights
+either. Tensors the compiler derives from initializers are
 targets under their own name: a Gemm's packed B^T (`<B>_kn`), a folded BatchNormalization's
 `<node>_scale` and `<node>_shift` -- the memory faults hit what the program stores.
 
-Trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
+Activations (transient faults): one bit of one element of a selected operator's output buffer,
+flipped after the operator wrote it and before any reader reads it. That is what the operator-level
+build does (`level: operator`): every output element passes through an opaque identity call on its
+way into the buffer, and the fault corrupts one such call's result, so a fault target `activations`
+runs on that build, uniform over (element, bit) of the selected operators' outputs. (In that build
+a Conv's Relu is not fused into its store, so a Conv followed by a Relu has an output buffer of its
+own, as in the ONNX graph.)
+
+Weight trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
 `Trial` whose `memory` says which table entry, `target` is the element and `bit` the bit (or the
 runtime draws `num_bits` bits from the seed). The fault record names the table entry as its
 `site`, so the database's sites table holds one row per weight tensor and the per-layer, per-tensor
@@ -132,12 +142,13 @@ def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTar
 
 
 def check_memory_campaign(config: CampaignConfig, build: Build, engine: str | None) -> None:
-    """Refuse what weight faults do not combine with, before any work."""
-    if config.target == "activations":
-        raise UsageError("fault target 'activations' is not available yet; use instructions, or --level operator "
-                         "(a bit flip in an operator's output element)")
+    """Refuse what memory faults do not combine with, before any work."""
     if build.is_program:
-        raise UsageError("weight faults need an ONNX model (a C/C++ program has no weights)")
+        raise UsageError(f"{config.target} faults need an ONNX model (a C/C++ program has no tensors)")
+    if config.target == "activations":
+        if config.trace_layers:
+            raise UsageError("propagation tracing of activation faults is not supported")
+        return
     if config.level != "instruction":
         raise UsageError("weight faults and --level operator do not combine (choose one fault target)")
     if config.trace_layers or config.max_trace:
