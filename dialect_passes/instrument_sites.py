@@ -47,12 +47,15 @@ from mlir import ir
 from mlir.dialects import llvm
 
 from .loop_nests import Cfg, Loop, analyze, block_multiplicities, compute_counts, escapes, result_users
-from .sites import NodeInfo, Site, SiteSelector, lanes_of, node_name_of, opcode_of, source_of, type_name
+from .module_view import module_view
+from .sites import SID, NodeInfo, Site, SiteSelector, lanes_of, node_name_of, opcode_of, source_of, type_name
 
 REMAINING = "lltfi_fi_remaining"
 UNIT_COUNTS = "lltfi_unit_counts"  # defined by the generated glue, one i64 per versioning unit
 INSERTED = "lltfi.inserted"        # marks every op this pass creates (never a site; stripped on re-application)
 SITE_IDS = "lltfi.sites"           # on a site op: {register = site id}
+COUNTS = "lltfi.instrumented"      # on the module: {sites, units}, what the linked glue must define
+SID_MARK = "lltfi.sid"             # on the ops (and the module) that selective instruction duplication hardened
 _NEVER = {"llvm.mlir.constant", "llvm.mlir.addressof", "llvm.mlir.zero", "llvm.mlir.undef",
           "llvm.mlir.poison", "llvm.alloca", "llvm.return", "llvm.br", "llvm.cond_br", "llvm.switch",
           "llvm.unreachable", "llvm.intr.dbg.declare", "llvm.intr.dbg.value", "llvm.intr.dbg.label"}
@@ -326,9 +329,15 @@ class InstrumentSitesPass:
                     out.append(f"src{index + 1}")
         return out
 
-    def _accepts(self, op: ir.Operation, opcode: str | None) -> bool:
+    def _accepts(self, op: ir.Operation, opcode: str | None, hardened: bool = False) -> bool:
         selector = self.selector
-        if opcode is None or opcode not in selector.opcodes or opcode in selector.exclude_opcodes:
+        if opcode is None or opcode in selector.exclude_opcodes:
+            return False
+        # In a hardened module (SID ran), the `sid` group selects the checking code by its marker.
+        inserted_by_sid = hardened and SID_MARK in op.attributes
+        if inserted_by_sid and SID in selector.exclude_opcodes:
+            return False
+        if opcode not in selector.opcodes and not (inserted_by_sid and SID in selector.opcodes):
             return False
         if selector.callees and not self._calls_one_of(op, selector.callees):
             return False
@@ -343,16 +352,21 @@ class InstrumentSitesPass:
             if fn.operation.name != "llvm.func" or not len(fn.regions[0].blocks):
                 continue
             fname = ir.StringAttr(fn.attributes["sym_name"]).value
-            if fname.startswith(("_mlir_ciface_", "lltfi_")):
-                continue
+            if fname.startswith(("_mlir_ciface_", "lltfi_")) or "lltfi.driver" in fn.attributes:
+                continue  # C interface wrappers, the runtime, and the driver's entry wrapper
+            if "lltfi.name" in fn.attributes:  # an MLIR module's entry, renamed for the driver
+                fname = ir.StringAttr(fn.attributes["lltfi.name"]).value
             out.append(("main" if fname == "__lltfi_program_main" else fname, fn.operation))  # a C main
         return out
 
     def _select(self, module: ir.Module, instrumented: bool) -> tuple[list[_Function], int]:
         """Sites in reverse post-order of each function; a previous application's sites keep their ids."""
         selector = self.selector
+        hardened = SID_MARK in module.operation.attributes
         functions: list[_Function] = []
-        picks: list[tuple[_Function, ir.Block, ir.Operation, str, int | None]] = []
+        picks: list[tuple[_Function, ir.Block, ir.Operation, str, int | None, int]] = []
+        candidates: list[tuple[_Function, ir.Block, ir.Operation, dict, bool, int]] = []
+        index = -1
         for fname, fn in self._functions(module):
             region = fn.regions[0]
             cfg = analyze(region)
@@ -375,16 +389,22 @@ class InstrumentSitesPass:
                         if SITE_IDS in op.attributes:
                             previous = {n.name: ir.IntegerAttr(n.attr).value
                                         for n in ir.DictAttr(op.attributes[SITE_IDS])}
-                    registers = set(previous)
-                    if wanted_fn and self._accepts(op, opcode):
-                        registers.update(self._registers(op))
-                    for register in sorted(registers, key=lambda r: -1 if r == "dst" else int(r[3:])):
-                        picks.append((func, block, op, register, previous.get(register)))
+                    index += 1  # the static instruction index (`lltfi-mlir sites`, LLFI's llfiindex)
+                    accepted = wanted_fn and (not selector.instructions or index in selector.instructions) \
+                        and self._accepts(op, opcode, hardened)
+                    candidates.append((func, block, op, previous, accepted, index))
+        sliced = _slices(candidates, selector.trace) if selector.trace else set()
+        for func, block, op, previous, accepted, index in candidates:
+            registers = set(previous)
+            if accepted or op in sliced:
+                registers.update(self._registers(op))
+            for register in sorted(registers, key=lambda r: -1 if r == "dst" else int(r[3:])):
+                picks.append((func, block, op, register, previous.get(register), index))
         # Previous ids keep their order and stay dense; new sites follow them.
         old = sorted({p[4] for p in picks if p[4] is not None})
         renumber = {o: i for i, o in enumerate(old)}
         next_id, seen = len(old), set()
-        for func, block, op, register, previous in picks:
+        for func, block, op, register, previous, index in picks:
             if previous is not None and previous not in seen:
                 seen.add(previous)
                 site_id = renumber[previous]
@@ -397,7 +417,8 @@ class InstrumentSitesPass:
             site = Site(id=site_id, function=func.name, opcode=opcode_of(op.name), type=type_name(t),
                         register=register, node=node, op_type=info.op_type if info else None,
                         layer=info.layer if info else None,
-                        source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None, lanes=lanes_of(t))
+                        source=f"{source[0].rsplit('/', 1)[-1]}:{source[1]}" if source else None, lanes=lanes_of(t),
+                        instruction=index)
             func.per_block.setdefault(block, []).append((op, site))
             ids = ({n.name: n.attr for n in ir.DictAttr(op.attributes[SITE_IDS])} if SITE_IDS in op.attributes
                    else {})
@@ -412,19 +433,26 @@ class InstrumentSitesPass:
         return ir.FlatSymbolRefAttr(op.attributes["callee"]).value in callees
 
     # -- rewriting --------------------------------------------------------------------------------
-    def apply(self, module: ir.Module) -> InstrumentResult:
+    def apply(self, module: ir.Module | ir.Operation) -> InstrumentResult:
+        """Instrument in place (a second application re-instruments the union; see the module doc)."""
+        module = module_view(module)
         with module.context, ir.Location.unknown():
             stripped = _strip(module)
             functions, kept = self._select(module, stripped)
             sites = sorted((s for f in functions for sites in f.per_block.values() for _, s in sites),
                            key=lambda s: s.id)
             if not sites:
+                if COUNTS in module.operation.attributes:
+                    del module.operation.attributes[COUNTS]
                 return InstrumentResult(changed=stripped, sites=[])
             result = InstrumentResult(changed=True, sites=sites, kept_sites=kept)
             hooks = _Hooks()
             for func in functions:
                 self._instrument_function(func, result, hooks)
             _declare_runtime(module, {s.type for s in sites}, len(result.units))
+            i64 = ir.IntegerType.get_signless(64)
+            module.operation.attributes[COUNTS] = ir.DictAttr.get(
+                {"sites": ir.IntegerAttr.get(i64, len(sites)), "units": ir.IntegerAttr.get(i64, len(result.units))})
         return result
 
     def _choose_nests(self, func: _Function, users: Callable[[ir.Block], set[ir.Block]]) -> list[Loop]:
@@ -499,6 +527,36 @@ class InstrumentSitesPass:
             else:
                 hooks.version_block(block, sites, unit)
                 result.versioned_blocks += 1
+
+
+def _slices(candidates: list[tuple], directions: frozenset[str]) -> set[ir.Operation]:
+    """LLFI's includeInjectionTrace: the candidate instructions that use a selected value, directly
+    or transitively (forward), or that compute one of its operands (backward), through SSA def-use
+    chains within the function (block arguments, LLVM's PHIs, end a backward chain)."""
+    known = {c[2] for c in candidates}
+    seeds = [c[2] for c in candidates if c[4]]
+    found: set[ir.Operation] = set()
+    if "forward" in directions:
+        stack, seen = list(seeds), set(seeds)
+        while stack:
+            for result in stack.pop().results:
+                for use in result.uses:
+                    user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+                    if user not in seen:
+                        seen.add(user)
+                        stack.append(user)
+        found |= seen & known
+    if "backward" in directions:
+        stack, seen = list(seeds), set(seeds)
+        while stack:
+            for operand in stack.pop().operands:
+                if isinstance(operand, ir.OpResult):
+                    owner = operand.owner.operation if hasattr(operand.owner, "operation") else operand.owner
+                    if owner not in seen:
+                        seen.add(owner)
+                        stack.append(owner)
+        found |= seen & known
+    return found
 
 
 def _terminator_of(block: ir.Block) -> ir.Operation:

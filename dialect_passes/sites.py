@@ -24,13 +24,19 @@ CASTS = frozenset({"trunc", "zext", "sext", "fptrunc", "fpext", "fptoui", "fptos
 MEMORY = frozenset({"load", "store"})  # store has no destination: select it with a source register
 ADDRESS = frozenset({"getelementptr"})
 OTHER = frozenset({"select", "call"})
+# "sid" is not an opcode: it selects every instruction that selective instruction duplication
+# inserted (duplicates, inline-asm copies, compares, corrections; they carry `lltfi.sid`), whatever
+# its opcode, so a campaign on a hardened build also strikes the checking code.
+SID = "sid"
 GROUPS = {
     "fp": FP_ARITH | FP_INTRINSICS,
     "int": INT_ARITH,
     "cast": CASTS,
-    "all": FP_ARITH | FP_INTRINSICS | INT_ARITH | CASTS | MEMORY | ADDRESS | OTHER,
+    "sid": frozenset({SID}),
+    "all": FP_ARITH | FP_INTRINSICS | INT_ARITH | CASTS | MEMORY | ADDRESS | OTHER | {SID},
 }
-DEFAULT_OPCODES = FP_ARITH | FP_INTRINSICS
+# The paper's default: floating-point arithmetic, plus the SID checking code of hardened builds.
+DEFAULT_OPCODES = FP_ARITH | FP_INTRINSICS | {SID}
 KNOWN_OPCODES = GROUPS["all"]
 REGISTERS = ("dst", "src1", "src2", "src3", "src4", "allsrc", "all")
 SCALAR_TYPES = ("f32", "f64", "i1", "i8", "i16", "i32", "i64", "!llvm.ptr")
@@ -105,6 +111,10 @@ class SiteSelector:
     # C/C++ programs: source files (paths or base names) and an inclusive line range.
     sources: frozenset[str] = frozenset()
     lines: tuple[int, int] | None = None
+    # LLFI's llfiindex / fi_index: static instruction indices, as `lltfi-mlir sites BUILD` lists them.
+    instructions: frozenset[int] = frozenset()
+    # LLFI's includeInjectionTrace: also the forward (users) and/or backward (operands) slice.
+    trace: frozenset[str] = frozenset()
     # Model programs: only instructions inside an ONNX operator (address arithmetic of the
     # wrapper and the C controller is never selected).
     require_operator: bool = True
@@ -151,6 +161,7 @@ class Site:
     # A vector op is one site whose every execution is `lanes` instances (one per lane, each a scalar
     # instance of the reference build); `type` is then the element type. Old tables lack it: 1.
     lanes: int = 1
+    instruction: int | None = None  # the static instruction index (LLFI's llfiindex)
 
     def row(self) -> dict:
         return asdict(self)

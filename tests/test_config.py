@@ -19,7 +19,7 @@ def test_lltfi_default_file_runs_unchanged():
     assert config.selector.opcodes == DEFAULT_OPCODES and config.selector.register == "dst"
     assert config.selector.layers == frozenset()  # -layerName=all -layerNo=0
     assert config.faults[0].type == "bitflip" and config.faults[0].max_multiple == 1
-    assert any("includeInjectionTrace" in note for note in config.notes)
+    assert config.selector.trace == {"forward"}  # includeInjectionTrace: the forward slice joins the targets
 
 
 def test_lltfi_layer_selector_pairs_names_and_numbers():

@@ -43,6 +43,26 @@ def _load_function(spec: str) -> Callable:
         raise ConfigError(f"sdc.function {spec!r} cannot be loaded: {exc}") from None
 
 
+def _as_number(array: np.ndarray) -> np.ndarray:
+    """Floats as they are; integers and bools as float64."""
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
+
+
+def program_view(output: bytes, config: SdcConfig) -> bytes:
+    """The part of a program's output that decides SDC: without stdout when `stdout: false` (the
+    driver appends each output file after a "--- name ---" header), without lines matching
+    `ignore_lines` (wall-clock timings)."""
+    if not config.stdout and config.files:
+        header = f"\n--- {config.files[0]} ---\n".encode()
+        at = output.find(header)
+        output = output[at:] if at >= 0 else b"(output files missing)\n" + output
+    if config.ignore_lines:
+        patterns = [re.compile(p.encode()) for p in config.ignore_lines]
+        output = b"".join(line for line in output.splitlines(keepends=True)
+                          if not any(p.search(line) for p in patterns))
+    return output
+
+
 class SdcJudge:
     """Applies one SdcConfig to (golden, faulty) output lists."""
 
@@ -50,8 +70,15 @@ class SdcJudge:
         self.config = config
         self.user = _load_function(config.function) if config.criterion == "python" else None
 
+    def _view(self, outputs):
+        """A program's outputs as the SDC criterion sees them (models: unchanged)."""
+        if outputs and isinstance(outputs[0], bytes) and (not self.config.stdout or self.config.ignore_lines):
+            return [program_view(outputs[0], self.config), *outputs[1:]]
+        return outputs
+
     def deviation(self, golden: Sequence[np.ndarray], faulty: Sequence[np.ndarray]) -> float:
         """Largest absolute difference (in degrees for the threshold criterion when configured)."""
+        golden, faulty = self._view(golden), self._view(faulty)
         if golden and isinstance(golden[0], bytes):
             golden, faulty = [_numbers(golden[0])], [_numbers(faulty[0])]
             if golden[0].shape != faulty[0].shape:
@@ -69,6 +96,7 @@ class SdcJudge:
 
     def is_sdc(self, golden: Sequence[np.ndarray], faulty: Sequence[np.ndarray]) -> bool:
         c = self.config
+        golden, faulty = self._view(golden), self._view(faulty)
         if c.criterion == "python":
             return bool(self.user(golden, faulty))
         if golden and isinstance(golden[0], bytes):  # a program's stdout
@@ -77,9 +105,13 @@ class SdcJudge:
                 text_same = _NUMBER.sub(b"#", golden[0]) == _NUMBER.sub(b"#", faulty[0])
                 return not (text_same and g.shape == f.shape and np.allclose(f, g, rtol=c.rtol, atol=c.atol))
             return golden[0] != faulty[0]
+        # Integer and bool outputs compare as numbers (-g, g - f are not defined on bools).
+        golden, faulty = [_as_number(g) for g in golden], [_as_number(f) for f in faulty]
         for g, f in zip(golden, faulty):
             if np.any(~np.isfinite(f) & np.isfinite(g)):
                 return True  # a NaN/Inf where the golden run had a number is never benign
+        if c.positions != "all" and c.criterion in ("top1", "topk", "tolerance"):
+            return self._positions_differ(golden[0], faulty[0])
         if c.criterion in ("top1", "topk"):
             k = 1 if c.criterion == "top1" else c.k
             g, f = golden[0].reshape(-1), faulty[0].reshape(-1)
@@ -91,6 +123,24 @@ class SdcJudge:
         if c.criterion == "threshold":
             return self.deviation(golden, faulty) > c.thresholds[0]
         return any(not np.allclose(f, g, rtol=c.rtol, atol=c.atol, equal_nan=True) for g, f in zip(golden, faulty))
+
+
+    def _positions_differ(self, golden: np.ndarray, faulty: np.ndarray) -> bool:
+        """Language models: rows of logits along the last axis, of the last position only
+        (`positions: last`, output[..., -1, :]) or of every position (`each`); SDC when any row's
+        top-1 / top-k set changes, or (tolerance) any row leaves rtol/atol."""
+        c = self.config
+        if golden.ndim < (2 if c.positions == "last" else 1):
+            return not np.array_equal(golden, faulty)
+        if c.positions == "last":
+            golden, faulty = golden[..., -1, :], faulty[..., -1, :]
+        g, f = golden.reshape(-1, golden.shape[-1]), faulty.reshape(-1, faulty.shape[-1])
+        if c.criterion == "tolerance":
+            return not np.allclose(f, g, rtol=c.rtol, atol=c.atol, equal_nan=True)
+        if c.criterion == "top1":
+            return bool(np.any(np.argmax(g, axis=-1) != np.argmax(f, axis=-1)))
+        top = lambda x: np.sort(np.argsort(-x, axis=-1, kind="stable")[:, :c.k], axis=-1)  # noqa: E731
+        return bool(np.any(top(g) != top(f)))
 
 
 def classify(status: str, activated: bool, judge: SdcJudge, golden, faulty) -> str:

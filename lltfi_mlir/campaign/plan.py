@@ -35,8 +35,21 @@ class Trial:
         f = self.fault
         bit = -1 if self.bit is None else self.bit
         prefix = f"W {self.memory[0]} {self.memory[1]} " if self.memory else ""
+        if f.timeout is not None:  # the run block's own timeOut
+            timeout_us = int(f.timeout * 1e6)
         return (f"{prefix}{self.id} {self.input} {self.target} {FAULT_CODES[f.type]} {f.num_bits} {bit} {mask:x} "
-                f"{f.max_multiple} {f.window_len} {self.seed} {timeout_us} {self.trace_len}\n")
+                f"{f.max_multiple} {f.window_code} {self.seed} {timeout_us} {self.trace_len}\n")
+
+
+def block_of(config: CampaignConfig, index: int) -> int:
+    """The run block (LLTFI `- run:` entry) of trial `index`: blocks take trials in order, by their
+    numOfRuns; trials beyond them (a larger --runs) belong to the last."""
+    start = 0
+    for number, fault in enumerate(config.faults):
+        start += fault.runs if fault.runs is not None else config.runs
+        if index < start:
+            return number
+    return len(config.faults) - 1
 
 
 def _fault_of(config: CampaignConfig, index: int) -> FaultConfig:
@@ -52,8 +65,8 @@ def _fault_of(config: CampaignConfig, index: int) -> FaultConfig:
 
 def uniform_trial(config: CampaignConfig, counts: Sequence[int], index: int) -> Trial:
     """Uniform over all selected dynamic instances of all inputs (inputs weighted by their counts)."""
-    rng = np.random.default_rng([config.seed, index])
     fault = _fault_of(config, index)
+    rng = np.random.default_rng([fault.seed if fault.seed is not None else config.seed, index])  # per run block
     total = int(sum(counts))
     flat = int(rng.integers(total))
     input_index = int(np.searchsorted(np.cumsum(counts), flat, side="right"))

@@ -7,8 +7,10 @@ fmul and an fadd (otherwise llvm.fmuladd) and -O0 keeps small functions from fol
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from mlir import ir
@@ -19,6 +21,12 @@ from ..llvm_backend.toolchain import run_tool, tool_path
 C_SUFFIXES = {".c"}
 CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".C"}
 DEFAULT_CFLAGS = ["-O0", "-gline-tables-only", "-ffp-contract=off"]  # lines suffice for selection
+# LLFI-era C (K&R definitions, implicit int, implicit declarations) compiled as LLFI's clang did:
+# clang 16+ makes these errors by default; here they stay warnings, and the warnings are shown.
+LEGACY_C_FLAGS = ["-Wno-error=implicit-int", "-Wno-error=implicit-function-declaration",
+                  "-Wno-error=int-conversion", "-Wno-error=incompatible-pointer-types",
+                  "-Wno-error=incompatible-function-pointer-types"]
+BITCODE_RECORD = ".lltfi-bitcode.json"  # beside an executable linked by `lltfi-mlir cc` / `c++`
 PROGRAM_ENTRY = "__lltfi_program_main"  # the driver owns main(); sites still report "main"
 
 
@@ -42,17 +50,51 @@ def compile_to_bitcode(sources: list[Path], out_dir: Path, cflags: list[str]) ->
     for source in sources:
         if not source.exists():
             raise UsageError(f"source file not found: {source}")
-        clang = find_clang(source.suffix in CXX_SUFFIXES)
-        out = out_dir / (source.stem + ".bc")
-        proc = subprocess.run([clang, *DEFAULT_CFLAGS, *cflags, "-emit-llvm", "-c", str(source), "-o", str(out)],
-                              capture_output=True, text=True)
+        is_cxx = source.suffix in CXX_SUFFIXES
+        clang = find_clang(is_cxx)
+        out = out_dir / f"{len(bitcode)}-{source.stem}.bc"  # two sources may share a stem
+        legacy = [] if is_cxx else LEGACY_C_FLAGS
+        proc = subprocess.run([clang, *DEFAULT_CFLAGS, *legacy, *cflags, "-emit-llvm", "-c", str(source),
+                               "-o", str(out)], capture_output=True, text=True, errors="replace")
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if "error" in ln), proc.stderr.strip()[:200])
             raise UsageError(f"clang failed on {source}: {first}")
+        show_warnings(proc.stderr)
         bitcode.append(out)
+    return link_bitcode(bitcode, out_dir), cplusplus
+
+
+def show_warnings(stderr: str) -> None:
+    """clang's warnings on the terminal, as a compiler prints them (legacy C compiles with warnings)."""
+    if stderr.strip():
+        sys.stderr.write(stderr if stderr.endswith("\n") else stderr + "\n")
+
+
+def link_bitcode(bitcode: list[Path], out_dir: Path) -> Path:
     linked = out_dir / "program.bc"
     run_tool([tool_path("llvm-link"), *map(str, bitcode), "-o", str(linked)], "llvm-link")
-    return linked, cplusplus
+    return linked
+
+
+def bitcode_of_build(executable: Path, out_dir: Path) -> tuple[Path, bool, list[str]]:
+    """The linked bitcode of an executable built with `lltfi-mlir cc` / `c++` (wllvm/gllvm style: the
+    wrapper recorded one bitcode file per object); also whether it is C++, and its sources."""
+    record = executable.with_name(executable.name + BITCODE_RECORD)
+    if not record.is_file():
+        raise UsageError(f"{executable} was not linked by `lltfi-mlir cc` or `lltfi-mlir c++` (no {record.name} "
+                         "beside it); build with make CC=\"lltfi-mlir cc\" CXX=\"lltfi-mlir c++\"")
+    try:
+        info = json.loads(record.read_text())
+        files = [Path(p) for p in info["bitcode"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{record} is not a bitcode record: {exc}") from None
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise UsageError(f"{executable}: bitcode missing for {', '.join(missing[:3])} (an object compiled without "
+                         "the lltfi-mlir cc wrapper, or deleted); rebuild it with the wrapper")
+    if not files:
+        raise UsageError(f"{executable}: its record lists no bitcode")
+    return link_bitcode(files, out_dir), bool(info.get("cplusplus")), list(info.get("sources", []))
 
 
 def import_program(bitcode: Path, out_dir: Path) -> ir.Module:

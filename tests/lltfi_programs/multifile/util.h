@@ -1,0 +1,2 @@
+int square(int x);
+int sum_of_squares(int n);
