@@ -2,7 +2,9 @@
 
 Every case of `onnx.backend.test.case.node.collect_testcases()` whose operators are all in
 `supported_op_types()` is one test, run one of three ways:
-- float32 inputs and outputs: compile, run, compare (rtol 1e-4, atol 1e-5 near zero, NaN == NaN);
+- inputs and outputs of element types the native program reads and writes (importer.IO_TYPES: float32,
+  float16/64, the integers, bool): compile, run, compare (floats: rtol 1e-4, atol 1e-5 near zero,
+  float16 rtol 1e-3, NaN == NaN; integers and bool: exactly);
 - listed in `node_test_expectations.FROZEN` (a parameter such as Reshape's shape or an axes list
   given as a run-time integer input): the case as given must be refused with ModelImportError, and
   with those inputs turned into initializers holding the test data it must pass;
@@ -29,14 +31,16 @@ from onnx import numpy_helper
 
 from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.errors import ModelImportError
-from lltfi_mlir.frontend.importer import supported_op_types
+from lltfi_mlir.frontend.importer import IO_TYPES, supported_op_types
 
 RTOL, ATOL = 1e-4, 1e-5
 
 # (op_type, input index): inputs that real models carry as constants and the importer requires to be.
 PARAMETER_INPUTS = {
     ("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("ReduceMean", 1),
-    ("Pad", 1), ("Pad", 2), ("Pad", 3), ("Pow", 1),
+    ("Pad", 1), ("Pad", 2), ("Pad", 3),
+    *((op, 1) for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                         "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "CumSum")),
 }
 
 
@@ -55,6 +59,11 @@ class NodeCase:
 
     def all_float32(self) -> bool:
         return all(_is_float32(vi) for vi in list(self.model.graph.input) + list(self.model.graph.output))
+
+    def io_supported(self) -> bool:
+        """Every graph input and output is a tensor of a type the native program reads and writes."""
+        return all(vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in IO_TYPES
+                   for vi in list(self.model.graph.input) + list(self.model.graph.output))
 
     def parameter_inputs(self) -> set[str]:
         names = {name for node in self.model.graph.node for index, name in enumerate(node.input)
@@ -156,11 +165,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def assert_matches(actual: np.ndarray, expected: np.ndarray) -> None:
-    """Relative 1e-4, or absolute 1e-5 near zero; NaN must match NaN and inf must match inf."""
+    """Floats: relative 1e-4 (float16: 1e-3), or absolute 1e-5 near zero; NaN must match NaN and inf
+    must match inf. Integers and bool: equal, with the same dtype."""
     expected = np.asarray(expected)
-    assert actual.dtype == np.float32, actual.dtype
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=ATOL, equal_nan=True)
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    if expected.dtype.kind != "f":
+        np.testing.assert_array_equal(actual, expected)
+        return
+    rtol = 1e-3 if expected.dtype == np.float16 else RTOL
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=ATOL, equal_nan=True)
 
 
 def assert_refused(case: NodeCase, out_dir: Path, message: str = "") -> None:
@@ -177,7 +191,7 @@ def test_node_case(node_case: NodeCase, tmp_path: Path) -> None:
     if case.name in expect.XFAIL:
         pytest.xfail(expect.XFAIL[case.name])
     if case.name in expect.FROZEN:
-        assert_refused(case, tmp_path / "refused", r"element type U?INT(32|64)\b")
+        assert_refused(case, tmp_path / "refused", r"element type U?INT(32|64)\b|must be a constant|static shape")
         case = case.frozen()
     build = compile_onnx(case.model, tmp_path / "build", CompileOptions(shapes=case.shapes()))
     outputs = build.run([np.asarray(a) for a in case.inputs])
@@ -185,7 +199,8 @@ def test_node_case(node_case: NodeCase, tmp_path: Path) -> None:
     reference = compile_onnx(case.model, tmp_path / "reference", CompileOptions(codegen="reference",
                                                                                shapes=case.shapes()))
     for got, ref in zip(outputs, reference.run([np.asarray(a) for a in case.inputs])):
-        nan = np.isnan(got)  # NaN payloads are unspecified in LLVM IR; NaN-ness is compared
+        nan = np.isnan(got) if got.dtype.kind == "f" else np.zeros(got.shape, bool)  # NaN payloads are
+        # unspecified in LLVM IR; NaN-ness is compared
         assert np.array_equal(nan, np.isnan(ref)) and got[~nan].tobytes() == ref[~nan].tobytes(), \
             "optimized and reference builds differ"
     assert len(outputs) == len(case.outputs)
@@ -208,9 +223,9 @@ def test_expectations_match_the_collected_cases(all_node_cases: list[NodeCase]) 
         assert not unknown, f"expectations name cases that were not collected: {unknown}"
     assert not set(expect.SKIPPED) & set(expect.FROZEN)
     assert sorted(n for n, c in by_name.items() if c.freezable()) == sorted(expect.FROZEN)
-    unlisted = sorted(n for n, c in by_name.items() if not c.all_float32() and not c.freezable()
+    unlisted = sorted(n for n, c in by_name.items() if not c.io_supported() and not c.freezable()
                       and n not in expect.SKIPPED)
-    assert not unlisted, f"non-float32 cases missing from node_test_expectations.SKIPPED: {unlisted}"
+    assert not unlisted, f"cases with unsupported I/O types missing from node_test_expectations.SKIPPED: {unlisted}"
     for name, reason in {**expect.SKIPPED, **expect.XFAIL}.items():
         assert reason.strip(), f"{name}: empty reason"
     assert set(expect.SKIPPED.values()) <= set(expect.REFUSAL_MESSAGE)

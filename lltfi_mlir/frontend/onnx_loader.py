@@ -229,6 +229,18 @@ def _collect_shapes(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]],
     return shapes, dtypes
 
 
+# Ops whose output has the shape and type of input 0 but that ONNX shape inference leaves unknown
+# (GroupNormalization is a function whose body reshapes through Shape).
+_SHAPE_PRESERVING = frozenset({"GroupNormalization"})
+
+
+def _same_shape_outputs(model: onnx.ModelProto, shapes: dict, dtypes: dict) -> None:
+    for node in model.graph.node:
+        if node.op_type in _SHAPE_PRESERVING and node.output[0] not in shapes and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+            dtypes[node.output[0]] = dtypes.get(node.input[0], onnx.TensorProto.FLOAT)
+
+
 def name_nodes(model: onnx.ModelProto) -> None:
     """Unnamed (or duplicate-named) nodes get onnx-mlir style `<OpType>_<index>` names."""
     seen: set[str] = set()
@@ -303,6 +315,7 @@ def prepare(model: onnx.ModelProto | OnnxSource, overrides: dict[str, object] | 
     _stage(model, constants, runtime_inputs)
     model = _infer(model)
     shapes, dtypes = _collect_shapes(model)
+    _same_shape_outputs(model, shapes, dtypes)
     del model.graph.input[:]  # the stand-ins of large constants leave again
     model.graph.input.extend(runtime_inputs)
     for name, value in constants.items():

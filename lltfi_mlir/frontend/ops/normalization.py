@@ -1,4 +1,9 @@
-"""Softmax, LogSoftmax, ReduceMean, BatchNormalization (inference) and LRN."""
+"""Softmax, LogSoftmax, BatchNormalization (inference), LRN, and Layer/Instance/Group normalization.
+
+The statistics of the last three follow the ONNX definitions operation by operation (the function
+bodies of LayerNormalization and GroupNormalization, onnx.reference for InstanceNormalization), each
+sum accumulated in index order.
+"""
 
 from __future__ import annotations
 
@@ -41,35 +46,6 @@ def softmax(imp: Importer, node: onnx.NodeProto) -> list:
     else:
         y = b.elementwise([shifted, total], lambda v, s: arith.subf(v, math.log(s)))
     return [b.reshape(y, shape)]
-
-
-@handler("ReduceMean")
-def reduce_mean(imp: Importer, node: onnx.NodeProto) -> list:
-    attrs = imp.attrs(node)
-    x = imp.value(node.input[0])
-    shape = b.shape_of(x)
-    rank = len(shape)
-    if imp.opset >= 18:
-        axes = None
-        if len(node.input) > 1 and node.input[1]:
-            axes = [int(a) for a in imp.require_const(node.input[1], "ReduceMean's axes")]
-    else:
-        axes = attrs.get("axes")
-    if not axes:
-        if attrs.get("noop_with_empty_axes", 0):
-            return [x]
-        axes = list(range(rank))
-    axes = sorted({int(a) % rank for a in axes})
-    kept = [i for i in range(rank) if i not in axes]
-    d = b.dims(rank)
-    reduced_shape = [shape[i] for i in kept]
-    total = b.generic([x], [b.affine_map(rank, d)], b.fill(reduced_shape, 0.0),
-                      b.affine_map(rank, [d[i] for i in kept]),
-                      [b.REDUCTION if i in axes else b.PARALLEL for i in range(rank)],
-                      lambda v, acc: arith.addf(acc, v))
-    count = float(np.prod([shape[i] for i in axes]))
-    mean = b.elementwise([total], lambda s: arith.divf(s, b.scalar(count)))
-    return [b.reshape(mean, imp.shape(node.output[0]))]
 
 
 def _per_channel(imp: Importer, name: str, rank: int):
@@ -139,3 +115,125 @@ def lrn(imp: Importer, node: onnx.NodeProto) -> list:
         return arith.divf(v, math.powf(base, b.scalar(beta)))
 
     return [b.elementwise([x, sums], body)]
+
+
+def _row_sums(x2, square: bool = False):
+    """(rows, count) -> (rows,): each row's sum (of squares), accumulated in index order from 0."""
+    rows, _ = b.shape_of(x2)
+    d = b.dims(2)
+    if square:
+        body = lambda v, acc: arith.addf(acc, arith.mulf(v, v))  # noqa: E731
+    else:
+        body = lambda v, acc: arith.addf(acc, v)  # noqa: E731
+    return b.generic([x2], [b.affine_map(2, d)], b.fill((rows,), 0.0), b.affine_map(2, [d[0]]),
+                     [b.PARALLEL, b.REDUCTION], body)
+
+
+def _mean_and_std(x2, eps: float, two_pass: bool):
+    """Per-row mean and sqrt(var + eps) of a (rows, count) tensor, as (rows, 1) tensors.
+
+    two_pass: var = mean((x - mean)^2) (onnx.reference's InstanceNormalization); otherwise
+    var = mean(x*x) - mean*mean (the function bodies of LayerNormalization and GroupNormalization).
+    """
+    rows, count = b.shape_of(x2)
+    n = b.scalar(float(count))
+    mean = b.reshape(b.elementwise([_row_sums(x2)], lambda s: arith.divf(s, n)), (rows, 1))
+    if two_pass:
+        dev = b.elementwise([x2, mean], lambda v, m: arith.subf(v, m))
+        var = b.elementwise([_row_sums(dev, square=True)], lambda s: arith.divf(s, n))
+    else:
+        mean_sq = b.elementwise([_row_sums(x2, square=True)], lambda s: arith.divf(s, n))
+        var = b.elementwise([mean_sq, b.reshape(mean, (rows,))],
+                            lambda q, m: arith.subf(q, arith.mulf(m, m)))
+    std = b.elementwise([var], lambda v: math.sqrt(arith.addf(v, b.scalar(eps))))
+    return mean, b.reshape(std, (rows, 1))
+
+
+def _affine(imp: Importer, normalized, shape, scale_name: str, bias_name: str, param_shape):
+    """normalized * scale (+ bias), the parameters broadcast from `param_shape` (numpy rules)."""
+    def param(name):
+        value = imp.const(name)
+        if value is not None:
+            return imp.pool.constant(value.astype(np.float32).reshape(param_shape), name)
+        return b.reshape(imp.value(name), param_shape)
+
+    y = b.reshape(normalized, shape)
+    scale = param(scale_name)
+    if bias_name:
+        return b.elementwise([y, scale, param(bias_name)], lambda v, s, t: arith.addf(arith.mulf(v, s), t),
+                             shape)
+    return b.elementwise([y, scale], lambda v, s: arith.mulf(v, s), shape)
+
+
+def _optional(node: onnx.NodeProto, index: int) -> str:
+    return node.input[index] if len(node.input) > index else ""
+
+
+@handler("LayerNormalization")
+def layer_norm(imp: Importer, node: onnx.NodeProto) -> list:
+    attrs = imp.attrs(node)
+    x = imp.value(node.input[0])
+    shape = b.shape_of(x)
+    rank = len(shape)
+    axis = int(attrs.get("axis", -1))
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        raise imp.error(f"LayerNormalization axis {attrs.get('axis')} is out of range for rank {rank}")
+    eps = float(attrs.get("epsilon", 1e-5))
+    outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))
+    x2 = b.reshape(x, (outer, inner))
+    mean, std = _mean_and_std(x2, eps, two_pass=False)
+    normalized = b.elementwise([x2, mean, std], lambda v, m, s: arith.divf(arith.subf(v, m), s))
+    scale_shape = imp.shape(node.input[1])
+    y = _affine(imp, normalized, shape, node.input[1], _optional(node, 2), scale_shape)
+    stats_shape = tuple(shape[:axis]) + (1,) * (rank - axis)
+    outputs = [y, None, None]
+    if len(node.output) > 1 and imp.is_used(node.output[1]):
+        outputs[1] = b.reshape(mean, stats_shape)
+    if len(node.output) > 2 and imp.is_used(node.output[2]):
+        one = b.scalar(1.0)
+        outputs[2] = b.reshape(b.elementwise([std], lambda s: arith.divf(one, s)), stats_shape)
+    return outputs[:max(1, len(node.output))]
+
+
+@handler("InstanceNormalization")
+def instance_norm(imp: Importer, node: onnx.NodeProto) -> list:
+    eps = float(imp.attrs(node).get("epsilon", 1e-5))
+    x = imp.value(node.input[0])
+    shape = b.shape_of(x)
+    if len(shape) < 3:
+        raise imp.error(f"InstanceNormalization input must have rank >= 3, got {shape}")
+    n, c = shape[:2]
+    x2 = b.reshape(x, (n * c, int(np.prod(shape[2:]))))
+    mean, std = _mean_and_std(x2, eps, two_pass=True)
+    stats = (n, c) + (1,) * (len(shape) - 2)
+    mean, std = b.reshape(mean, stats), b.reshape(std, stats)
+    scale, bias = (_per_channel(imp, name, len(shape)) for name in node.input[1:3])
+
+    def body(v, m, sd, s, t):  # onnx.reference: scale * (x - mean) / std + bias
+        return arith.addf(arith.divf(arith.mulf(s, arith.subf(v, m)), sd), t)
+
+    return [b.elementwise([x, mean, std, scale, bias], body, shape)]
+
+
+@handler("GroupNormalization")
+def group_norm(imp: Importer, node: onnx.NodeProto) -> list:
+    attrs = imp.attrs(node)
+    eps = float(attrs.get("epsilon", 1e-5))
+    groups = int(attrs["num_groups"])
+    x = imp.value(node.input[0])
+    shape = b.shape_of(x)
+    n, c = shape[:2]
+    if groups <= 0 or c % groups:
+        raise imp.error(f"GroupNormalization: {c} channels cannot be split into {groups} groups")
+    rank = len(shape)
+    x2 = b.reshape(x, (n * groups, int(np.prod(shape[1:])) // groups))
+    mean, std = _mean_and_std(x2, eps, two_pass=False)
+    normalized = b.elementwise([x2, mean, std], lambda v, m, s: arith.divf(arith.subf(v, m), s))
+    if imp.opset < 21:  # opset 18: one scale and bias per group
+        if imp.shape(node.input[1]) != (groups,):
+            raise imp.error(f"GroupNormalization-18 scale must have shape ({groups},)")
+        grouped = (n, groups, c // groups) + tuple(shape[2:])
+        y = _affine(imp, normalized, grouped, node.input[1], node.input[2], (groups, 1) + (1,) * (rank - 2))
+        return [b.reshape(y, shape)]
+    return [_affine(imp, normalized, shape, node.input[1], node.input[2], (c,) + (1,) * (rank - 2))]
