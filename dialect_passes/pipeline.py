@@ -1,10 +1,12 @@
 """The lltfi passes as MLIR passes: added to a `PassManager` from Python, or named in a pipeline string
 next to upstream passes.
 
-    lltfi-sid{technique=aid|acd correct=and|min|none [opcodes=...] [nodes=...] [functions=...]}
+    lltfi-sid{technique=aid|acd correct=and|min|none [opcodes=...] [nodes=...] [functions=...] [manifest=...]}
     lltfi-instrument{[opcodes=fmul,fadd] [exclude-opcodes=...] [operators=...] [nodes=...] [layers=Conv:1]
                      [functions=...] [exclude-functions=...] [register=dst] [sources=x.c] [lines=10,20]
-                     [require-operator=false] ...}
+                     [require-operator=false] [manifest=build/manifest.json]}
+
+`manifest=` reads an ONNX build's node table, which `operators` and `layers` select by.
 
 The bindings run Python-defined passes (`PassManager.add(callable, name=...)`) but cannot register
 them by name, so `pass_manager(text)` splits a pipeline string itself: upstream elements are added
@@ -16,6 +18,7 @@ pass object (`results`).
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -197,9 +200,20 @@ def _options(text: str, name: str) -> dict[str, str]:
     return options
 
 
+def _node_info(path: str) -> dict[str, NodeInfo]:
+    """The ONNX node table of a build (its manifest.json): what `operators` and `layers` select by."""
+    from .instrument_sites import node_info_from_manifest
+
+    try:
+        return node_info_from_manifest(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"manifest={path}: cannot read a build's manifest.json ({exc})") from None
+
+
 def make_pass(name: str, options: Mapping[str, str] | None = None) -> _LltfiPass:
     """`lltfi-sid` / `lltfi-instrument` with options as they are written in a pipeline string."""
     options = dict(options or {})
+    node_info = _node_info(options.pop("manifest")) if "manifest" in options else {}
     if name == SID_PASS:
         from lltfi_mlir.sid.duplicate_instructions import ARITHMETIC, CORRECTIONS, INT_ARITHMETIC, TECHNIQUES
 
@@ -210,13 +224,14 @@ def make_pass(name: str, options: Mapping[str, str] | None = None) -> _LltfiPass
         if correct not in CORRECTIONS:
             raise UsageError(f"{name}: correct={correct}: use one of {', '.join(CORRECTIONS)}")
         selection = {"opcodes": ARITHMETIC | INT_ARITHMETIC, "require_operator": False}
-        allowed = ("opcodes", "nodes", "functions", "exclude-functions", "sources", "lines")
+        allowed = ("opcodes", "nodes", "operators", "layers", "functions", "exclude-functions", "sources", "lines",
+                   "manifest")
         for key, value in options.items():
             if key not in allowed:
                 raise UsageError(f"{name}: unknown option '{key}' (options: technique, correct, {', '.join(allowed)})")
             attr, parse = _SELECT_OPTIONS[key]
             selection[attr] = parse(value, key)
-        return SidPass(technique, correct, SiteSelector(**selection))
+        return SidPass(technique, correct, SiteSelector(**selection), node_info)
     if name == INSTRUMENT_PASS:
         selection: dict = {"require_operator": False}
         for key, value in options.items():
@@ -228,9 +243,9 @@ def make_pass(name: str, options: Mapping[str, str] | None = None) -> _LltfiPass
                 attr, parse = _SELECT_OPTIONS[key]
                 selection[attr] = parse(value, key)
             else:
-                known = ", ".join([*_SELECT_OPTIONS, "register"])
+                known = ", ".join([*_SELECT_OPTIONS, "register", "manifest"])
                 raise UsageError(f"{name}: unknown option '{key}' (options: {known})")
-        return InstrumentPass(SiteSelector(**selection))
+        return InstrumentPass(SiteSelector(**selection), node_info)
     raise UsageError(f"unknown lltfi pass '{name}' (lltfi passes: {', '.join(PASS_NAMES)})")
 
 

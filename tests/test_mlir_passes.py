@@ -144,3 +144,25 @@ def test_second_instrumentation_numbers_sites_after_the_first(tmp_path):
         rows.append(sqlite3.connect(db).execute(
             "SELECT target, bit, outcome, output FROM trials ORDER BY target, bit").fetchall())
     assert len(rows[0]) == 2 * 5 * 32 and rows[0] == rows[1]
+
+
+def test_onnx_build_module_selects_operators_through_its_manifest(tmp_path):
+    """An ONNX build's model.llvm.mlir through `opt`: operators and layers select by the manifest."""
+    from conftest import tiny_cnn
+
+    from lltfi_mlir import CompileOptions, compile_onnx
+
+    build = compile_onnx(tiny_cnn(), tmp_path / "b", CompileOptions(codegen="reference"))
+    manifest = build.directory / "manifest.json"
+    with ir.Context():
+        module = ir.Module.parse((build.directory / "model.llvm.mlir").read_text())
+        pm, (sid, instrument) = pass_manager(
+            f"lltfi-sid{{technique=aid correct=and opcodes=fp layers=Gemm:1 manifest={manifest}}},"
+            f"lltfi-instrument{{operators=Gemm manifest={manifest}}}")
+        pm.run(module.operation)
+    assert sid.results[0].duplicated == 2  # the Gemm's fmul and fadd
+    sites = instrument.results[0].sites
+    assert {s.op_type for s in sites} == {"Gemm"} and {s.node for s in sites} == {"fc"}
+    assert {"fmul", "fadd", "select", "inline_asm"} <= {s.opcode for s in sites}
+    with ir.Context(), pytest.raises(UsageError, match="manifest="):
+        pass_manager(f"lltfi-instrument{{manifest={tmp_path / 'missing.json'}}}")

@@ -149,6 +149,12 @@ def test_selection_by_location_name_source_line_and_function(loop, tmp_path):
     campaign.run(1, progress=False)
     assert [(s.opcode, s.source, s.function) for s in campaign.instrumented.sites] == [("add", "lines.mlir:14",
                                                                                         "main")]
+    # and the CLI: a config's select keys, program arguments after `--`
+    (tmp_path / "c.yaml").write_text("select:\n  opcodes: [mul]\n  nodes: [scale]\n")
+    assert main(["inject", str(root / "build"), "-c", str(tmp_path / "c.yaml"), "--runs", "20", "--quiet",
+                 "--db", str(tmp_path / "cli.db"), "--", "ignored-arg"]) == 0
+    nodes = sqlite3.connect(tmp_path / "cli.db").execute("SELECT DISTINCT node FROM sites").fetchall()
+    assert nodes == [("scale",)]
 
 
 FUNC_MODULE = """module {
