@@ -7,6 +7,7 @@ error's code (2 for bad input, 1 for tool failures).
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -55,16 +56,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("compile", help="compile an ONNX model (or C/C++ sources) to a native program",
+    p = sub.add_parser("compile", help="compile an ONNX model (or C/C++ sources, or an MLIR module) to a native program",
                        description="Compile an ONNX model through MLIR and LLVM to a native program. "
                        "Writes model.linalg.mlir, model.llvm.mlir (with locations), model.ll, the "
                        "executable 'model' and manifest.json into the output directory. C/C++ sources "
                        "(.c, .cpp, ...) go through clang-19 -O0 -g -ffp-contract=off and the same LLVM 22 "
                        "passes and backend.")
-    p.add_argument("model", nargs="+", help="ONNX model file, or one or more C/C++ source files")
+    p.add_argument("model", nargs="*", help="ONNX model file, one or more C/C++ source files, or one MLIR module "
+                   "(.mlir)")
+    p.add_argument("--from-build", metavar="EXE", help="C/C++: link the bitcode that 'lltfi-mlir cc'/'c++' recorded "
+                   "for EXE (make CC=\"lltfi-mlir cc\"), instead of compiling sources")
     p.add_argument("--cflags", default="", help="extra clang flags for C/C++ sources, e.g. \"-DN=64 -I inc\"")
+    p.add_argument("--entry", default=None,
+                   help="MLIR modules (.mlir): the C-ABI entry point run as the program, int f(int, char **), "
+                   "int f(void) or void f(void) (default main)")
     p.add_argument("-o", "--output", default="build", help="output directory (default: build)")
     _add_build_options(p)
+    p.epilog = ("An .mlir file in the LLVM dialect (or func/arith/scf/cf/memref/math, lowered with upstream "
+                "passes) is compiled as a program, like C sources: run it as the original program, inject with "
+                "'lltfi-mlir inject DIR -- ARGS'; its loc(\"name\") locations select as nodes, file:line "
+                "locations as sources/lines.")
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs",
                        description="Run a compiled model natively on .npy inputs and print the outputs "
@@ -87,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, help="number of trials (overrides the config's numOfRuns)")
     p.add_argument("--seed", type=int, help="campaign seed (overrides fi_random_seed / campaign.seed)")
     p.add_argument("--jobs", "-j", type=int, help="trials run at once (default: one per core)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="compile, instrument and profile, then print the plan (sites and dynamic instances per "
+                   "layer, function and opcode; trials per run block; estimated time) without running trials")
+    p.add_argument("--no-early-end", dest="early_end", action="store_false",
+                   help="run every trial to the end; by default a trial whose fault only changes floating-point "
+                   "values ends as benign once every operator output still to be read equals the golden run's "
+                   "(exact; the database records the operator as masked_at)")
     p.add_argument("--engine", choices=["walk", "simple"],
                    help="walk (default for models): one golden run per input set forks each trial at its first "
                    "fault, so a trial costs only the rest of the inference; simple (default and only choice for "
@@ -129,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                    "pick the operators (weights: by the operators reading them)")
     p.add_argument("--tensors", help="comma-separated weight tensor names (with --target weights; the manifest's "
                    "\"weights\" list names them)")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="run the trials on a Dask cluster: a scheduler address (tcp://host:8786) or 'local' (a "
+                   "LocalCluster of --jobs workers); same rows as a local run; needs pip install 'lltfi-mlir[dask]'")
+    p.add_argument("--dask-batch", type=int, metavar="N", help="trials per Dask task (default 256)")
 
     p = sub.add_parser("compare", help="instruction-level vs operator-level SDC rates (the paper's RQ1)",
                        description="Run an instruction-level and an operator-level campaign with the same "
@@ -150,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
                        "chosen operators: aid (every fadd/fsub/fmul/fdiv), acd (chains, one check per chain), "
                        "od (ONNX operator nodes, combined with Min). The result is a build directory that "
                        "'run' and 'inject' accept.")
-    p.add_argument("model", help="ONNX model file")
+    p.add_argument("model", help="ONNX model file, or an MLIR module (.mlir; aid/acd over its floating-point "
+                   "and integer arithmetic, --nodes selects loc(\"name\") locations)")
+    p.add_argument("--entry", default="main", help="MLIR modules: the C-ABI entry point (default main)")
     p.add_argument("--sid", required=True, choices=["aid", "acd", "od"], help="duplication technique")
     p.add_argument("--correct", default="and", choices=["and", "min", "none"],
                    help="on mismatch: bitwise AND of both copies (undoes 0->1 flips), the smaller value "
@@ -161,6 +185,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="", help="comma-separated Type:N (N-th node of that type, 1-based)")
     p.add_argument("-o", "--output", default="hardened", help="output directory (default: hardened)")
     _add_build_options(p, default_codegen="reference")
+
+    p = sub.add_parser("opt", help="run a pass pipeline (upstream and lltfi passes) on an MLIR module",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run a pass pipeline on an MLIR module, like mlir-opt, with the lltfi passes "
+                       "available by name next to upstream ones, e.g.\n"
+                       "  lltfi-mlir opt in.mlir -o out.mlir --pass-pipeline "
+                       "'builtin.module(canonicalize,lltfi-sid{technique=acd correct=min},"
+                       "lltfi-instrument{opcodes=fmul,fadd})'\n\n"
+                       "lltfi-sid{technique=aid|acd correct=and|min|none [opcodes=..] [nodes=..] [operators=..] "
+                       "[layers=..] [functions=..] [sources=..] [lines=first,last] [manifest=..]}\n"
+                       "  selective instruction duplication of floating-point and integer arithmetic (default: all "
+                       "of it); every inserted op carries lltfi.sid and the original's location.\n"
+                       "lltfi-instrument{[opcodes=..] [exclude-opcodes=..] [operators=..] [exclude-operators=..] "
+                       "[nodes=..] [exclude-nodes=..] [layers=Conv:1] [functions=..] [exclude-functions=..] "
+                       "[register=dst|src1..src4|allsrc|all] [sources=..] [lines=first,last] "
+                       "[require-operator=false] [manifest=build/manifest.json]}\n"
+                       "  fault-site selection and instrumentation, with the native config's select keys "
+                       "(opcodes and groups fp, int, cast, sid, all; default fp). Applied to an instrumented "
+                       "module it keeps the existing sites' ids and numbers new sites after them.\n"
+                       "manifest= reads an ONNX build's manifest.json: operators and layers select by its node "
+                       "table.\n\n"
+                       "Lists are comma-separated. Each lltfi pass verifies its input and output; failures are "
+                       "MLIR diagnostics with locations. Compile the result with 'lltfi-mlir compile OUT.mlir'.")
+    p.add_argument("input", help="MLIR module (.mlir)")
+    p.add_argument("-o", "--output", required=True, help="output file (.mlir)")
+    p.add_argument("--pass-pipeline", required=True, dest="pipeline", help="pass pipeline, mlir-opt syntax")
 
     p = sub.add_parser("trace", help="draw how one trial's fault travelled (Graphviz DOT, and SVG)",
                        description="Write the operator data-flow graph with the corrupted path highlighted "
@@ -178,6 +228,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("db", help="campaign database")
     p.add_argument("--trial", type=int, required=True, help="trial id")
 
+    p = sub.add_parser("report", help="write one self-contained HTML page of one or more campaigns",
+                       description="Write an HTML report of campaign databases: outcomes with 95% intervals, SDC "
+                       "per layer, opcode and bit position, masking and Table II when traced, propagation graphs, "
+                       "and with several databases a side-by-side comparison. Charts are inline SVG (matplotlib: "
+                       "pip install 'lltfi-mlir[report]'); the page loads nothing and runs no script. Databases "
+                       "are opened read-only.")
+    p.add_argument("db", nargs="+", help="campaign databases")
+    p.add_argument("-o", "--output", default="report.html", help="HTML file to write (default: report.html)")
+    p.add_argument("--label", action="append", default=[], help="name of each database, in order (default: the "
+                   "file name); repeatable")
+    p.add_argument("--trial", action="append", type=int, default=[], help="draw the propagation graphs of this "
+                   "trial in every traced database (default: its first traced SDC and benign trials); repeatable")
+    p.add_argument("--title", help="page title")
+
     p = sub.add_parser("results", help="print or export a campaign's results",
                        description="Print a finished (or partial) campaign's outcome rates with 95% Wilson "
                        "intervals, overall and per layer, opcode and bit, or export them.")
@@ -185,13 +249,16 @@ def _parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true", help="print one JSON object (rates over activated trials)")
     group.add_argument("--csv", action="store_true", help="print one CSV row per trial")
+    from .cli_compat import add_compat_parsers
+
+    add_compat_parsers(sub)  # check-config, sites (and `cc` / `c++`, dispatched in main)
     return parser
 
 
 def _print_outputs(console: Console, names: list[str], outputs: list[np.ndarray], top: int) -> None:
     for name, out in zip(names, outputs):
         flat = out.reshape(-1)
-        is_classifier = out.ndim == 2 and out.shape[0] == 1 and out.shape[1] > 1
+        is_classifier = out.dtype.kind == "f" and out.ndim == 2 and out.shape[0] == 1 and out.shape[1] > 1
         if is_classifier:
             console.print(f"output '{safe(name)}' {tuple(out.shape)}: top classes", soft_wrap=True)
             table = Table()
@@ -212,6 +279,25 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
     from .frontend.c_frontend import is_program_source
     from .frontend.onnx_loader import parse_shape_overrides
 
+    if args.from_build or not args.model:
+        from .compiler import compile_program
+
+        if not args.from_build or args.model:
+            raise UsageError("give a model or source files, or --from-build EXE (not both)")
+        with console.status(f"linking the bitcode of {safe(args.from_build)}"):
+            build = compile_program([], args.output, opt_level=args.opt_level or 0, from_build=args.from_build)
+        console.print(f"compiled {safe(args.from_build)} (recorded bitcode) -> {safe(build.executable)}; inject with: "
+                      f"lltfi-mlir inject {safe(args.output)} -- ARGS", soft_wrap=True)
+        return ExitCode.OK
+    if len(args.model) == 1 and args.model[0].endswith(".mlir"):
+        from .compiler import compile_mlir
+
+        with console.status(f"compiling {safe(args.model[0])}"):
+            build = compile_mlir(args.model[0], args.output, args.entry or "main", args.opt_level or 0)
+        total = sum(build.manifest["seconds"].values())
+        console.print(f"compiled {safe(args.model[0])} -> {safe(build.executable)} in {total:.2f} s (run it as "
+                      f"the program; inject with: lltfi-mlir inject {safe(args.output)} -- ARGS)")
+        return ExitCode.OK
     if all(is_program_source(m) for m in args.model):
         import shlex
 
@@ -235,9 +321,9 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
     stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items())
     console.print(f"compiled {safe(args.model)} -> {safe(build.executable)} in {total:.2f} s ({stages})")
     for spec in build.inputs:
-        console.print(f"  input  {safe(spec.name)}: {'x'.join(map(str, spec.shape))} float32")
+        console.print(f"  input  {safe(spec.name)}: {'x'.join(map(str, spec.shape))} {spec.dtype}")
     for spec in build.outputs:
-        console.print(f"  output {safe(spec.name)}: {'x'.join(map(str, spec.shape))} float32")
+        console.print(f"  output {safe(spec.name)}: {'x'.join(map(str, spec.shape))} {spec.dtype}")
     return ExitCode.OK
 
 
@@ -249,7 +335,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> ExitCode:
     for path in args.input:
         try:
             arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, MemoryError) as exc:
             raise InputError(f"cannot read {path} as .npy: {exc}") from None
     if args.output and len(args.output) != len(build.outputs):
         raise UsageError(f"--output given {len(args.output)} time(s); the model has "
@@ -275,6 +361,17 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
         if not number.isdigit():
             raise UsageError(f"--layers {item!r}: expected Type:N, e.g. Conv:2")
         layers.add((op_type, int(number)))
+    if args.model.endswith(".mlir"):
+        from .compiler import SidOptions, compile_mlir
+
+        sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
+        with console.status(f"hardening {safe(args.model)}"):
+            build = compile_mlir(args.model, args.output, args.entry, args.opt_level or 0, sid=sid)
+        report = build.manifest["sid"]
+        console.print(f"hardened {safe(args.model)} -> {safe(build.executable)} ({args.sid}, correct={args.correct}): "
+                      f"{report['duplicated_instructions']} instruction(s) duplicated, {report['checks']} check(s) "
+                      "inserted")
+        return ExitCode.OK
     if args.sid == "od" and args.correct != "min":
         raise UsageError("--sid od combines the two copies with ONNX Min: use --correct min")
     sid = SidOptions(args.sid, args.correct, _split(args.operators), _split(args.nodes), frozenset(layers))
@@ -309,14 +406,21 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         config = with_overrides(config, max_trace=args.max_trace or config.max_trace or 250)
     for note in config.notes:
         console.print(f"note: {safe(note)}")
-    if args.runs is not None and args.runs < 1:
-        raise UsageError(f"--runs {args.runs}: must be at least 1")
+    from .campaign.config import check_runs
+
+    check_runs(args.runs)
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: must be at least 1")
     if args.margin is not None and not 0 < args.margin < 1:
         raise UsageError(f"--margin {args.margin}: must be between 0 and 1 (e.g. 0.01)")
     target = Path(args.target)
-    kwargs = {"db": args.db, "jobs": args.jobs, "engine": args.engine}
+    kwargs = {"db": args.db, "jobs": args.jobs, "engine": args.engine, "early_end": args.early_end}
+    if args.dask_batch is not None and args.dask_batch < 1:
+        raise UsageError(f"--dask-batch {args.dask_batch}: must be at least 1")
+    if args.dask:
+        from .campaign.dask_runner import check_address
+
+        kwargs.update(dask=check_address(args.dask), dask_batch=args.dask_batch)
     program_args = args.program_args
     if program_args or args.stdin or args.output_file:
         from .campaign.executor import ProgramRun
@@ -333,6 +437,11 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
                                       codegen=args.codegen, **kwargs)
     campaign.allow_nonfinite_golden = args.allow_nonfinite_golden
+    if args.dry_run:
+        from .campaign.dry_run import plan, print_plan
+
+        print_plan(plan(campaign, args.runs), console)
+        return ExitCode.OK
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
     if campaign.self_check.startswith("skipped"):
         console.print(f"note: instrumentation self-check {plain(campaign.self_check)}", markup=False)
@@ -340,6 +449,9 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
         console.print(f"margin {args.margin}: planned {campaign.planned_trials} trials (Leveugle et al. 2009); "
                       f"{summary['trials']} run (the run stops once the SDC interval is that tight)")
     print_summary(summary, console, details=not args.quiet)
+    from .cli_compat import after_campaign
+
+    after_campaign(campaign, summary, console)  # LLTFI verbose / generateCDFG
     console.print(f"results: {safe(campaign.db_path)}  (lltfi-mlir results {safe(campaign.db_path)} --json)",
                   soft_wrap=True)
     from .campaign.database import CampaignDatabase
@@ -402,6 +514,22 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> ExitCode:
     return ExitCode.OK
 
 
+def _cmd_opt(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .dialect_passes.pipeline import run_pipeline_file
+
+    for line in run_pipeline_file(args.input, args.output, args.pipeline):
+        console.print(line, markup=False, highlight=False)
+    return ExitCode.OK
+
+
+def _cmd_report(args: argparse.Namespace, console: Console) -> ExitCode:
+    from .campaign.html_report import write_report
+
+    out = write_report(args.db, args.output, args.label, args.trial, args.title)
+    console.print(f"wrote {out}", markup=False, soft_wrap=True)
+    return ExitCode.OK
+
+
 def _cmd_trace(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.propagation import write_graphs
 
@@ -434,7 +562,17 @@ def _cmd_replay(args: argparse.Namespace, console: Console) -> ExitCode:
 
 
 COMMANDS = {"compile": _cmd_compile, "run": _cmd_run, "harden": _cmd_harden, "inject": _cmd_inject,
-            "results": _cmd_results, "replay": _cmd_replay, "trace": _cmd_trace, "compare": _cmd_compare}
+            "results": _cmd_results, "replay": _cmd_replay, "trace": _cmd_trace, "compare": _cmd_compare,
+            "opt": _cmd_opt, "report": _cmd_report}
+
+
+def _compat_commands() -> dict:
+    from .cli_compat import COMPAT_COMMANDS
+
+    return COMPAT_COMMANDS
+
+
+COMMANDS.update(_compat_commands())  # check-config, sites
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +582,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in ("cc", "c++"):  # compiler wrappers: clang's arguments, not ours
+            from .frontend.cc_wrapper import run_wrapper
+
+            return run_wrapper(argv[0], argv[1:])
         program_args = argv[argv.index("--") + 1:] if "--" in argv else []
         if "--" in argv:
             argv = argv[:argv.index("--")]
@@ -464,6 +606,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("lltfi-mlir: interrupted")
         return ExitCode.INTERRUPTED
+    except OSError as exc:
+        # The machine refused a write (disk full, file-size limit, quota, read-only file system):
+        # nothing the tool can fix, and resuming later is safe (trials are written before they count).
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+            raise
+        errors.print(f"lltfi-mlir: error: {plain(exc.strerror)}: {plain(exc.filename or '')} (free space or raise the "
+                     "limit, then re-run the command: a campaign resumes)", markup=False, soft_wrap=True)
+        return ExitCode.FAILURE
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from mlir import ir
 
 from .build import Build
 from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
+from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
 from .workdir import replace_folder, stage_folder, weights_digest
@@ -38,6 +39,7 @@ class InstrumentedBuild:
     inline_blocks: int
     versioned_nests: int = 0
     units: list = None  # per versioning unit: {site id: instances per entry}
+    boundaries: int = 0  # operator calls that report their outputs (runtime/boundaries.h)
 
 
 def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes, weights: str = "") -> str:
@@ -47,7 +49,7 @@ def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes, wei
     payload["weights"] = weights  # so do retrained weights (not in the module: it declares them external)
     payload["runtime"] = runtime_digest()  # so does a changed C runtime
     # 3 and older: per-block grouping bug (wrong counts in multi-block nests); 4: smaller units
-    payload["version"] = 5
+    payload["version"] = 6  # 6: operator boundary calls (early ending)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
@@ -62,8 +64,8 @@ def _backend(build: Build, out: Path, result, translated: float, backend: dict) 
         glue.write_text(generate_program_glue(len(result.sites), len(result.units)))
         return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], backend["opt_level"], program=True,
                             cplusplus=build.manifest.get("language") == "c++", translated=translated)
-    inputs = [(t.name, t.shape) for t in build.inputs]
-    outputs = [(t.name, t.shape) for t in build.all_outputs]
+    inputs = [(t.name, t.shape, t.dtype) for t in build.inputs]
+    outputs = [(t.name, t.shape, t.dtype) for t in build.all_outputs]
     glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites), len(result.units)))
     weights = build.directory / "weights.o"  # assembled by compile (older builds: the .S)
     if not weights.exists():
@@ -86,7 +88,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
         table = json.loads(table_path.read_text())
         return InstrumentedBuild(build, out, exe, [Site(**s) for s in table["sites"]],
                                  table["versioned_blocks"], table["inline_blocks"], table["versioned_nests"],
-                                 [{int(k): v for k, v in u.items()} for u in table["units"]])
+                                 [{int(k): v for k, v in u.items()} for u in table["units"]],
+                                 table.get("boundaries", 0))
     # Built aside and renamed into place: concurrent campaigns never run a half-written executable.
     final, out = out, stage_folder(out)
     with ir.Context():
@@ -95,6 +98,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
         if not result.sites:
             raise UsageError("the selection matches no instruction of this model (check opcodes, operators, "
                              "node names and layer numbers against the manifest)")
+        boundaries = insert_boundaries(module)
         translated = translate_module(module, out / f"{STEM}.ll")
         # The readable IR is written while opt and llc run (ResNet-50: 0.9 s off the critical path).
         printer = threading.Thread(target=_print_module, args=(module, out / f"{STEM}.llvm.mlir"))
@@ -105,9 +109,9 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
             printer.join()
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
-             "units": result.units, "seconds": seconds}
+             "units": result.units, "boundaries": boundaries, "seconds": seconds}
     (out / "sites.json").write_text(json.dumps(table, indent=1) + "\n")
     replace_folder(out, final)
     out = final
     return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,
-                             result.versioned_nests, result.units)
+                             result.versioned_nests, result.units, boundaries)

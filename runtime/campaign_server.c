@@ -28,15 +28,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "boundaries.h"
 #include "fi_runtime.h"
 #include "memory_faults.h"
 #include "trial_protocol.h"
 #include "model_api.h"
 #include "npy.h"
 
-#define MAX_SETS 4096
-
-static float **input_sets[MAX_SETS];
+static void ***input_sets;
 static int n_sets;
 
 static double now(void) {
@@ -47,50 +46,82 @@ static double now(void) {
 
 /* Both servers load their inputs here: the same allocations in the same order, so a fault that reads
    past a buffer sees the same heap in either engine. */
-int lltfi_load_input_sets(const char *list, float ***sets, int max_sets, int *n_sets) {
+int lltfi_load_input_sets(const char *list, void ****sets_out, int *n_sets_out) {
   FILE *f = fopen(list, "r");
   if (!f) { fprintf(stderr, "error: cannot open %s\n", list); return 2; }
-  char line[65536];
-  while (fgets(line, sizeof line, f) && *n_sets < max_sets) {
-    float **set = calloc(lltfi_num_inputs, sizeof(float *));
+  char *line = NULL;
+  size_t line_cap = 0;
+  void ***sets = NULL;
+  int n = 0, cap = 0, rc = 0;
+  while (getline(&line, &line_cap, f) >= 0) {
+    void **set = calloc(lltfi_num_inputs ? (size_t)lltfi_num_inputs : 1, sizeof(void *));
+    if (!set) { fprintf(stderr, "error: out of memory\n"); rc = 1; break; }
     int i = 0;
-    for (char *tok = strtok(line, " \t\n"); tok; tok = strtok(NULL, " \t\n")) {
-      if (i >= lltfi_num_inputs) { fprintf(stderr, "error: too many inputs on a line of %s\n", list); return 2; }
+    char *save = NULL;
+    for (char *tok = strtok_r(line, " \t\r\n", &save); tok && !rc; tok = strtok_r(NULL, " \t\r\n", &save)) {
+      if (i >= lltfi_num_inputs) { fprintf(stderr, "error: too many inputs on a line of %s\n", list); rc = 2; break; }
+      const lltfi_tensor_info *info = &lltfi_inputs[i];
       npy_array arr;
-      char err[512];
-      if (npy_read(tok, &arr, err, sizeof err)) { fprintf(stderr, "error: %s\n", err); return 2; }
-      int same = arr.data && arr.rank == lltfi_inputs[i].rank;
-      for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == lltfi_inputs[i].shape[d];
-      if (!same) { fprintf(stderr, "error: %s: not float32 of the shape of input '%s'\n", tok, lltfi_inputs[i].name); return 2; }
+      char err[600];
+      int read = npy_read(tok, &arr, (size_t)info->count * (size_t)info->elem_size, err, sizeof err);
+      if (read == -1) {
+        fprintf(stderr, "error: input %d: %s\n", i, err);
+        rc = 2;
+        break;
+      }
+      int same = read == 0 && arr.rank == info->rank && arr.dtype == info->dtype;
+      for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == info->shape[d];
+      if (!same) {
+        fprintf(stderr, "error: %s: not %s of the shape of input %d\n", tok, npy_dtype_name(info->dtype), i);
+        free(arr.data);
+        rc = 2;
+        break;
+      }
       set[i++] = arr.data;
     }
-    if (i == 0) continue;
-    if (i != lltfi_num_inputs) { fprintf(stderr, "error: a line of %s has %d inputs, the model takes %d\n", list, i, lltfi_num_inputs); return 2; }
-    sets[(*n_sets)++] = set;
+    if (rc) break;
+    if (i == 0) { free(set); continue; }
+    if (i != lltfi_num_inputs) {
+      fprintf(stderr, "error: a line of %s has %d inputs, the model takes %d\n", list, i, lltfi_num_inputs);
+      rc = 2;
+      break;
+    }
+    if (n == cap) {
+      if (cap > (1 << 28)) { fprintf(stderr, "error: too many input sets in %s\n", list); rc = 2; break; }
+      void ***grown = realloc(sets, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *sets);
+      if (!grown) { fprintf(stderr, "error: out of memory\n"); rc = 1; break; }
+      sets = grown;
+    }
+    sets[n++] = set;
   }
+  free(line);
   fclose(f);
-  return *n_sets ? 0 : 2;
+  if (!rc && n == 0) { fprintf(stderr, "error: %s lists no input set\n", list); rc = 2; }
+  *sets_out = sets;
+  *n_sets_out = n;
+  return rc;
 }
 
-static int load_input_sets(const char *list) { return lltfi_load_input_sets(list, input_sets, MAX_SETS, &n_sets); }
+static int load_input_sets(const char *list) { return lltfi_load_input_sets(list, &input_sets, &n_sets); }
 
-static int64_t total_outputs(void) {
+int64_t lltfi_output_bytes(void) {
   int64_t n = 0;
-  for (int i = 0; i < lltfi_num_outputs; i++) n += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
+  for (int i = 0; i < lltfi_num_outputs; i++) n += lltfi_outputs[i].count * lltfi_outputs[i].elem_size;
   return n;
 }
 
-static void output_pointers(float *base, float **outs) {
+void lltfi_output_pointers(void *base, void **outs) {
+  char *at = (char *)base;
   for (int i = 0; i < lltfi_num_outputs; i++) {
-    outs[i] = base;
-    base += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
+    outs[i] = at;
+    at += lltfi_outputs[i].count * lltfi_outputs[i].elem_size;
   }
 }
 
-static void print_hex(FILE *out, const float *values, int64_t n) {
-  const unsigned char *b = (const unsigned char *)values;
+static void print_hex(FILE *out, const void *bytes, int64_t n) {
+  const unsigned char *b = (const unsigned char *)bytes;
   static const char digits[] = "0123456789abcdef";
-  for (int64_t i = 0; i < n * 4; i++) {
+  for (int64_t i = 0; i < n; i++) {
     fputc(digits[b[i] >> 4], out);
     fputc(digits[b[i] & 15], out);
   }
@@ -125,10 +156,11 @@ int lltfi_profile_main(const char *list, int repeat, int check, long long timeou
   signal(SIGALRM, on_profile_timeout);
   int rc = load_input_sets(list);
   if (rc) return rc;
-  int64_t n_out = total_outputs();
-  float *buffer = malloc(n_out * sizeof(float));
-  float *outs[1024];
-  output_pointers(buffer, outs);
+  int64_t n_out = lltfi_output_bytes();  /* bytes */
+  void *buffer = malloc(n_out ? (size_t)n_out : 1);
+  void **outs = calloc(lltfi_num_outputs ? (size_t)lltfi_num_outputs : 1, sizeof(void *));
+  if (!buffer || !outs) { fprintf(stderr, "error: out of memory\n"); return 1; }
+  lltfi_output_pointers(buffer, outs);
   uint64_t *counts = calloc(lltfi_num_sites ? lltfi_num_sites : 1, sizeof(uint64_t));
   uint64_t *unit_counts = calloc(lltfi_num_units ? lltfi_num_units : 1, sizeof(uint64_t));
   for (int s = 0; s < n_sets; s++) {
@@ -179,16 +211,24 @@ int lltfi_profile_main(const char *list, int repeat, int check, long long timeou
 
 typedef struct {
   lltfi_fault_log log;
-  float outputs[];
+  unsigned char outputs[];
 } shared_area;
+
+/* A golden run for a record (boundaries.h), in the recorder child. */
+static void run_set(int set, void *out) {
+  void *outs[lltfi_num_outputs > 0 ? lltfi_num_outputs : 1];
+  lltfi_output_pointers(out, outs);
+  lltfi_model_run(input_sets[set], outs);
+}
 
 int lltfi_serve_main(const char *list) {
   lltfi_die_with_parent(0);
   int rc = load_input_sets(list);
   if (rc) return rc;
-  int64_t n_out = total_outputs();
-  size_t size = sizeof(shared_area) + n_out * sizeof(float);
+  int64_t n_out = lltfi_output_bytes();  /* bytes */
+  size_t size = sizeof(shared_area) + (size_t)n_out;
   shared_area *shared = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  int early = lltfi_early_end();
   if (shared == MAP_FAILED) { perror("mmap"); return 1; }
   char line[1024];
   printf("READY %d\n", n_sets);
@@ -202,16 +242,20 @@ int lltfi_serve_main(const char *list) {
       fprintf(stderr, "error: bad trial line: %s", line);
       return 2;
     }
+    const lltfi_golden_record *golden = early && !memory.kind ? lltfi_golden_record_for(
+        (int)trial.input_set, run_set, (size_t)n_out) : NULL;
     memset(&shared->log, 0, sizeof shared->log);
-    memset(shared->outputs, 0xff, n_out * sizeof(float));
+    memset(shared->outputs, 0xff, (size_t)n_out);
     fflush(stdout);
     pid_t server = getpid();
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return 1; }
     if (pid == 0) {
       lltfi_child_start(server, trial.timeout_us);
-      float *outs[1024];
-      output_pointers(shared->outputs, outs);
+      void *outs[lltfi_num_outputs > 0 ? lltfi_num_outputs : 1];  /* on the child's stack: any number */
+      lltfi_output_pointers(shared->outputs, outs);
+      lltfi_boundaries_restart();
+      if (early && !memory.kind) lltfi_boundaries_check(golden, shared->outputs);
       if (memory.kind) lltfi_apply_memory_fault(&memory, trial.target, &trial.spec, &shared->log);
       else lltfi_begin_inject((uint64_t)trial.target, &trial.spec, &shared->log);
       lltfi_model_run(input_sets[trial.input_set], outs);

@@ -47,6 +47,7 @@ void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *s, lltfi_fault_
   fault_log = log;
   fault_log->n_faults = 0;
   fault_log->n_trace = 0;
+  fault_log->masked = 0;
   trace_left = 0;
   if (spec.trace_len > LLTFI_MAX_TRACE) spec.trace_len = LLTFI_MAX_TRACE;
   rng_state = spec.seed;
@@ -59,6 +60,17 @@ void lltfi_begin_walk(uint64_t first, void (*reached)(void)) {
   walk_reached = reached;
   trace_left = 0;
   lltfi_fi_remaining = first;
+}
+
+int lltfi_fault_progress(void) {
+  if (lltfi_mode != LLTFI_INJECT || !fault_log || spec.trace_len > 0) return -1;
+  if (fault_log->n_faults == 0) return 0;
+  return fault_log->n_faults >= spec.max_faults ? 2 : 1;
+}
+
+void lltfi_note_masked(int64_t node) {
+  fault_log->masked = 1;
+  fault_log->masked_node = node;
 }
 
 /* Corrupt `width` bits of `bits`; returns the new bits and records the fault. */
@@ -88,7 +100,9 @@ static uint64_t inject(int32_t site, uint64_t bits, int width) {
   r->before = bits;
   r->after = after;
   if (fault_log->n_faults < spec.max_faults) {
-    uint64_t gap = spec.window_len > 1 ? 1 + splitmix64() % spec.window_len : 1;
+    /* window: gaps 1..window_len, or (start-1) << 32 | span for LLTFI's start..end window */
+    uint64_t span = spec.window_len & 0xffffffffu, base = spec.window_len >> 32;
+    uint64_t gap = 1 + base + (span > 1 ? splitmix64() % span : 0);
     next_index += gap;
     lltfi_fi_remaining = gap - 1;
   } else if (spec.trace_len > 0) {

@@ -3,7 +3,7 @@
 #define LLTFI_FI_RUNTIME_H
 #include <stdint.h>
 
-#define LLTFI_MAX_FAULTS 64
+#define LLTFI_MAX_FAULTS 100  /* LLFI's fi_max_multiple limit */
 #define LLTFI_MAX_TRACE 4096
 
 /* LLTFI_WALK: golden, but the hook whose countdown reads 0 calls the walk callback (walk_server.c). */
@@ -40,6 +40,8 @@ typedef struct {
   lltfi_fault_record faults[LLTFI_MAX_FAULTS];
   int n_trace;
   lltfi_trace_record trace[LLTFI_MAX_TRACE];
+  int32_t masked;       /* the run ended early: golden again after operator masked_node (boundaries.h) */
+  int64_t masked_node;
 } lltfi_fault_log;
 
 extern uint64_t lltfi_fi_remaining;
@@ -58,4 +60,8 @@ void lltfi_begin_inject(uint64_t target, const lltfi_fault_spec *spec, lltfi_fau
    or switches to inject mode at this instance (lltfi_begin_inject(index, ...) with lltfi_fi_remaining
    = 0: the hook then injects exactly as in a run begun in inject mode). */
 void lltfi_begin_walk(uint64_t first, void (*reached)(void));
+/* For early ending (boundaries.c): -1 not an injecting run (or one that records a trace window, which
+   needs the instances after the fault), 0 no fault injected yet, 1 faults pending, 2 all injected. */
+int lltfi_fault_progress(void);
+void lltfi_note_masked(int64_t node);
 #endif

@@ -49,6 +49,7 @@ void lltfi_print_result_head(FILE *out, long long id, const char *kind, int code
   int nt = log->n_trace > LLTFI_MAX_TRACE ? LLTFI_MAX_TRACE : log->n_trace;
   fprintf(out, " %d", nt);
   for (int i = 0; i < nt; i++) fprintf(out, " %d %llx", log->trace[i].site, (unsigned long long)log->trace[i].bits);
+  fprintf(out, " %lld", log->masked ? (long long)log->masked_node : -1LL);
 }
 
 void lltfi_die_with_parent(pid_t parent) {

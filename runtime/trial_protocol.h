@@ -1,7 +1,10 @@
 /* The fork-servers' line protocol, shared by the model server and the C-program driver.
  *
  * Trial line:  id input_set target fault_type num_bits bit mask_hex max_faults window_len seed timeout_us [trace_len]
- * Result line: R id status code n_faults {site index mask before after}*n n_trace {site bits}* n_out out_hex
+ * Result line: R id status code n_faults {site index mask before after}*n n_trace {site bits}* masked_at
+ *              n_bytes out_hex
+ *   (masked_at: the ONNX node index after which the run ended early, golden again; -1 if it did not)
+ *   (n_bytes: bytes of all outputs, each in its own element type, concatenated; 0 unless ok)
  *
  * Also the watchdogs both servers share: every server and every child dies with its parent (a
  * driver killed with -9 leaves nothing spinning), and a child that outlives its own timer (it

@@ -37,17 +37,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "boundaries.h"
 #include "fi_runtime.h"
 #include "model_api.h"
 #include "trial_protocol.h"
 
-#define MAX_SETS 4096
 #define MAX_GROUP 65536
 #define MAX_JOBS 256
 
 typedef struct {
   lltfi_fault_log log;
-  float outputs[];
+  unsigned char outputs[];
 } walk_slot;
 
 /* Everything the server and walker keep lives in one anonymous mapping: not on the heap, where it
@@ -55,15 +55,15 @@ typedef struct {
    can reach (the executable is the same in both engines: its static storage should hold the same
    bytes in both). */
 struct walk_state {
-  float **input_sets[MAX_SETS];
+  void ***input_sets;  /* by lltfi_load_input_sets, on the heap as in the fork-server */
   int n_sets;
   int n_group;
   lltfi_trial group[MAX_GROUP];
-  int64_t n_out;
+  int64_t n_out;      /* bytes of all outputs */
   int jobs;
   char *slots;        /* `jobs` shared slots: fault log and outputs of the child holding it */
   size_t slot_bytes;
-  float *run_outputs; /* private: where the inference writes its outputs (walker and children) */
+  void *run_outputs;  /* private: where the inference writes its outputs (walker and children) */
   /* The walker's children, by slot. */
   pid_t slot_pid[MAX_JOBS];
   int slot_trial[MAX_JOBS];       /* index into `group` */
@@ -74,6 +74,8 @@ struct walk_state {
   uint64_t here;                  /* dynamic index of the instance the countdown stops at */
   pid_t walker;
   walk_slot *own_slot;            /* in a trial child: its slot */
+  int early;                      /* end trials once masked (boundaries.h) */
+  const lltfi_golden_record *golden;
 };
 static struct walk_state *st;
 
@@ -86,27 +88,20 @@ static double now(void) {
 }
 
 static int load_input_sets(const char *list) {
-  return lltfi_load_input_sets(list, st->input_sets, MAX_SETS, &st->n_sets);
+  return lltfi_load_input_sets(list, &st->input_sets, &st->n_sets);
 }
 
-static void output_pointers(float *base, float **outs) {
-  for (int i = 0; i < lltfi_num_outputs; i++) {
-    outs[i] = base;
-    base += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
-  }
-}
-
-static void print_hex(const float *values, int64_t n) {
-  const unsigned char *b = (const unsigned char *)values;
+static void print_hex(const void *bytes, int64_t n) {
+  const unsigned char *b = (const unsigned char *)bytes;
   static const char digits[] = "0123456789abcdef";
-  for (int64_t i = 0; i < n * 4; i++) {
+  for (int64_t i = 0; i < n; i++) {
     putchar(digits[b[i] >> 4]);
     putchar(digits[b[i] & 15]);
   }
 }
 
 /* The result line, as campaign_server.c prints it. */
-static void print_result(long long id, const char *kind, int code, const lltfi_fault_log *log, const float *out) {
+static void print_result(long long id, const char *kind, int code, const lltfi_fault_log *log, const void *out) {
   int ok = strcmp(kind, "ok") == 0;
   lltfi_print_result_head(stdout, id, kind, code, log);
   printf(" %lld ", (long long)(ok ? st->n_out : 0));
@@ -187,6 +182,7 @@ static void reached(void) {
       st->own_slot = s;
       lltfi_begin_inject(st->here, &trial->spec, &s->log);
       lltfi_fi_remaining = 0;  /* this instance: back in the hook, it injects */
+      if (st->early) lltfi_boundaries_check(st->golden, s->outputs);
       return;
     }
     st->slot_pid[k] = pid;
@@ -212,12 +208,13 @@ static void walk(int set) {
   st->walker = getpid();
   st->next_trial = 0;
   st->here = (uint64_t)st->group[0].target;
-  float *outs[1024];
-  output_pointers(st->run_outputs, outs);
+  void *outs[lltfi_num_outputs > 0 ? lltfi_num_outputs : 1];  /* on the stack: any number of outputs */
+  lltfi_output_pointers(st->run_outputs, outs);
   lltfi_begin_walk(st->here, reached);
+  lltfi_boundaries_restart();
   lltfi_model_run(st->input_sets[set], outs);
   if (st->own_slot) {  /* a trial child at the end of its inference */
-    memcpy(st->own_slot->outputs, st->run_outputs, st->n_out * sizeof(float));
+    memcpy(st->own_slot->outputs, st->run_outputs, (size_t)st->n_out);
     _exit(0);
   }
   /* Targets beyond the run: never reached, so their runs are golden. */
@@ -228,7 +225,15 @@ static void walk(int set) {
 }
 
 /* Forks the walker of the current group and waits for it; 0 when it served every trial. */
+static void run_set(int set, void *out) {
+  void *outs[lltfi_num_outputs > 0 ? lltfi_num_outputs : 1];
+  lltfi_output_pointers(out, outs);
+  lltfi_model_run(st->input_sets[set], outs);
+}
+
 static int run_group(void) {
+  /* The golden record, made before the walker is forked: the walker and its children inherit it. */
+  if (st->early) st->golden = lltfi_golden_record_for((int)st->group[0].input_set, run_set, (size_t)st->n_out);
   fflush(stdout);
   pid_t server = getpid();
   pid_t pid = fork();
@@ -254,13 +259,13 @@ int lltfi_walk_main(const char *list, int n_jobs) {
   st = mmap(NULL, sizeof *st, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (st == MAP_FAILED) { perror("mmap"); return 1; }
   st->jobs = n_jobs < 1 ? 1 : n_jobs > MAX_JOBS ? MAX_JOBS : n_jobs;
+  st->early = lltfi_early_end();
   int rc = load_input_sets(list);
   if (rc) return rc;
-  st->n_out = 0;
-  for (int i = 0; i < lltfi_num_outputs; i++) st->n_out += lltfi_outputs[i].count ? lltfi_outputs[i].count : 1;
-  st->slot_bytes = (sizeof(walk_slot) + st->n_out * sizeof(float) + 63) & ~(size_t)63;
+  st->n_out = lltfi_output_bytes();
+  st->slot_bytes = (sizeof(walk_slot) + (size_t)st->n_out + 63) & ~(size_t)63;
   st->slots = mmap(NULL, st->slot_bytes * st->jobs, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  st->run_outputs = mmap(NULL, st->n_out * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  st->run_outputs = mmap(NULL, st->n_out ? (size_t)st->n_out : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (st->slots == MAP_FAILED || st->run_outputs == MAP_FAILED) { perror("mmap"); return 1; }
   char line[1024];
   printf("READY %d\n", st->n_sets);

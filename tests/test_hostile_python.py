@@ -26,16 +26,16 @@ from lltfi_mlir.terminal import plain, safe
 DOT_ATTACK = 'mm"; evil [label="PWNED", URL="javascript:alert(1)"]; //\\'
 TERMINAL_ATTACK = "red\x1b[31mX\x1b[0m[/x][bold]"
 RNG = np.random.default_rng(13)
-W1 = RNG.standard_normal((4, 6)).astype(np.float32)
+W1 = RNG.standard_normal((16, 6)).astype(np.float32)  # over 64 elements: kept out of the module
 W2 = RNG.standard_normal((6, 3)).astype(np.float32)
 
 
 def hostile_model(w1: np.ndarray = W1) -> onnx.ModelProto:
     """MatMul -> Relu -> MatMul whose node and tensor names attack DOT, the terminal and Rich."""
     nodes = [helper.make_node("MatMul", ["a", "w1"], ["h"], name=DOT_ATTACK),
-             helper.make_node("Relu", ["h"], ["r"], name=TERMINAL_ATTACK),
-             helper.make_node("MatMul", ["r", "w2"], [TERMINAL_ATTACK + "out"], name="tail\\")]
-    return make_model(nodes, [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 4])],
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], [TERMINAL_ATTACK + "out"], name=TERMINAL_ATTACK + "\\")]
+    return make_model(nodes, [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 16])],
                       [helper.make_tensor_value_info(TERMINAL_ATTACK + "out", TensorProto.FLOAT, [1, 3])],
                       [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(W2, "w2")])
 
@@ -44,7 +44,7 @@ def write_inputs(directory: Path, n: int = 3, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for i in range(n):
-        np.save(directory / f"{i}.npy", rng.standard_normal((1, 4)).astype(np.float32))
+        np.save(directory / f"{i}.npy", rng.standard_normal((1, 16)).astype(np.float32))
     return directory
 
 
@@ -101,8 +101,7 @@ def test_inject_and_results_print_names_literally(hostile, traced, capsys):
     assert main(["results", str(traced)]) == 0
     out = capsys.readouterr().out
     no_raw_names(out)
-    assert "redX[/x][bold] (Relu 1)" in out
-    assert "tail\\ (MatMul 2)" in out
+    assert "redX[/x][bold]\\ (MatMul 2)" in out
 
 
 def test_trace_svg_has_no_injected_node_or_link(traced, tmp_path, capsys):
@@ -142,7 +141,7 @@ def test_trace_of_a_name_ending_in_backslash_renders(traced, tmp_path):
     dot.write_text(text)
     proc = subprocess.run(["dot", "-Tsvg", str(dot)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "tail\\" in "".join(ET.fromstring(proc.stdout).itertext())
+    assert "redX[/x][bold]\\" in "".join(ET.fromstring(proc.stdout).itertext())
 
 
 def test_results_on_an_unrelated_sqlite_file_changes_nothing(tmp_path, capsys):
@@ -231,3 +230,154 @@ def test_cli_subprocess_bad_inputs_have_no_traceback(hostile, tmp_path):
         assert proc.returncode == 2, (argv, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def numpy_model(a: np.ndarray, w1: np.ndarray) -> np.ndarray:
+    return np.maximum(a @ w1, 0) @ W2
+
+
+def golden_of(db: Path, input_set: int = 0) -> np.ndarray:
+    import json
+
+    info = json.loads(sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'replay'").fetchone()[0])
+    return np.frombuffer(bytes.fromhex(info["golden"][input_set]), np.float32)
+
+
+def test_retrained_weights_are_a_new_build_and_an_old_database_refuses_them(tmp_path, capsys):
+    model, inputs = tmp_path / "m.onnx", write_inputs(tmp_path / "inputs")
+    onnx.save(hostile_model(), model)
+    stamp = model.stat().st_mtime_ns
+    work = ["-o", str(tmp_path / "w"), "--runs", "3", "--quiet", "--jobs", "1"]
+    assert main(["inject", str(model), "--db", str(tmp_path / "old.db"), *work]) == 0
+    a = np.load(inputs / "0.npy")
+    np.testing.assert_allclose(golden_of(tmp_path / "old.db"), numpy_model(a, W1).reshape(-1), rtol=1e-5)
+    retrained = (W1 * 0.5 + 1).astype(np.float32)  # same architecture, other weights, same file time
+    onnx.save(hostile_model(retrained), model)
+    import os
+
+    os.utime(model, ns=(stamp, stamp))
+    assert main(["inject", str(model), "--db", str(tmp_path / "new.db"), *work]) == 0
+    np.testing.assert_allclose(golden_of(tmp_path / "new.db"), numpy_model(a, retrained).reshape(-1), rtol=1e-5)
+    capsys.readouterr()
+    assert main(["inject", str(model), "--db", str(tmp_path / "old.db"), *work]) == 2
+    assert "holds a campaign of another model" in one_error_line(capsys)
+
+
+@pytest.mark.slow  # three processes that each import MLIR and compile: ~10 s on an idle machine
+def test_three_concurrent_injects_on_one_work_folder(hostile, tmp_path):
+    argv = [sys.executable, "-m", "lltfi_mlir.cli", "inject", str(hostile / "evil.onnx"), "-o", str(tmp_path / "w"),
+            "--runs", "4", "--quiet", "--jobs", "1"]
+    procs = [subprocess.Popen([*argv, "--db", str(tmp_path / f"c{i}.db")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for i in range(3):
+        assert sqlite3.connect(tmp_path / f"c{i}.db").execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 4
+    leftovers = [p.name for p in (tmp_path / "w").rglob("*") if ".partial-" in p.name or ".old-" in p.name]
+    assert not leftovers
+
+
+def test_file_size_limit_during_compile_leaves_no_partial_build(hostile, tmp_path):
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 10, 16 << 10))
+
+    out = tmp_path / "out" / "b"
+    proc = subprocess.run([sys.executable, "-m", "lltfi_mlir.cli", "compile", str(hostile / "evil.onnx"), "-o",
+                           str(out)], capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_moved_build_folder_is_instrumented_again(hostile, tmp_path, capsys):
+    import shutil
+
+    assert main(["compile", str(hostile / "evil.onnx"), "-o", str(tmp_path / "b1")]) == 0
+    assert '"weights/' in (tmp_path / "b1" / "weights.S").read_text()  # relative .incbin
+    shutil.move(tmp_path / "b1", tmp_path / "b2")
+    (tmp_path / "b2" / "weights.o").unlink()  # the instrumented build assembles weights.S in its new place
+    inputs = ["--inputs", str(hostile / "inputs"), "--runs", "3", "--quiet", "--jobs", "1"]
+    assert main(["inject", str(tmp_path / "b2"), "--db", str(tmp_path / "m.db"), *inputs]) == 0, capsys.readouterr()
+    a = np.load(hostile / "inputs" / "0.npy")
+    np.testing.assert_allclose(golden_of(tmp_path / "m.db"), numpy_model(a, W1).reshape(-1), rtol=1e-5)
+
+
+def test_nonfinite_golden_is_refused_unless_allowed_and_recorded(hostile, tmp_path, capsys):
+    inputs = write_inputs(tmp_path / "inputs", n=2)
+    a = np.load(inputs / "1.npy")
+    a[0, 3] = np.inf
+    np.save(inputs / "1.npy", a)
+    argv = ["inject", str(hostile / "evil.onnx"), "-o", str(hostile / "w"), "--inputs", str(inputs),
+            "--db", str(tmp_path / "nan.db"), "--runs", "4", "--jobs", "1"]
+    assert main([*argv, "--quiet"]) == 2
+    assert "NaN or Inf" in one_error_line(capsys) and not (tmp_path / "nan.db").exists()
+    assert main([*argv, "--allow-nonfinite-golden"]) == 0
+    assert "warning: the fault-free outputs hold" in capsys.readouterr().out
+    import json
+
+    recorded = sqlite3.connect(tmp_path / "nan.db").execute(
+        "SELECT value FROM meta WHERE key = 'nonfinite_golden'").fetchone()[0]
+    assert list(json.loads(recorded)) == ["1"]
+    assert main(["results", str(tmp_path / "nan.db"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nonfinite_golden"] == json.loads(recorded)
+
+
+def test_counts_come_from_the_database_rows(traced, tmp_path):
+    """Crashes and hangs whose fault was never reached (activated = 0) are not activated: the summary's
+    counts are the rows' counts, and they are reported apart."""
+    import shutil
+
+    from rich.console import Console
+
+    from lltfi_mlir.campaign.database import CampaignDatabase
+    from lltfi_mlir.campaign.report import print_summary, summarize
+
+    db_path = tmp_path / "c.db"
+    shutil.copy(traced, db_path)
+    conn = sqlite3.connect(db_path)
+    conn.execute("UPDATE trials SET outcome = 'crash', activated = 0, site = NULL WHERE id < 5")
+    conn.execute("UPDATE trials SET outcome = 'hang', activated = 0, site = NULL WHERE id BETWEEN 5 AND 6")
+    conn.commit()
+    activated, total = conn.execute("SELECT SUM(activated), COUNT(*) FROM trials").fetchone()
+    db = CampaignDatabase(db_path, create=False)
+    try:
+        summary = summarize(db)
+    finally:
+        db.close()
+    assert summary["activated"] == activated and summary["trials"] == total
+    assert summary["outcomes"]["not_activated"]["count"] == total - activated
+    assert summary["outcomes"]["crash"]["count"] == 0 and summary["outcomes"]["hang"]["count"] == 0
+    assert summary["failed_before_fault"] == {"crash": 5, "hang": 2}
+    console = Console(record=True, width=200)
+    print_summary(summary, console, details=False)
+    assert "warning: 5 crash, 2 hang before the fault was injected" in console.export_text()
+
+
+def test_replay_of_every_trial_of_a_per_layer_campaign(hostile, tmp_path):
+    from lltfi_mlir.campaign.replay import replay_trial
+
+    db = tmp_path / "layers.db"
+    assert main(["inject", str(hostile / "evil.onnx"), "-o", str(hostile / "w"), "--db", str(db), "--runs", "20",
+                 "--draw", "per_layer", "--quiet", "--jobs", "1"]) == 0
+    rows = sqlite3.connect(db).execute("SELECT id, site, outcome FROM trials ORDER BY id").fetchall()
+    assert len(rows) == 20 and len({site for _, site, _ in rows}) > 3
+    for trial, site, outcome in rows:
+        replay = replay_trial(db, trial)
+        assert replay.matches, (trial, site, outcome, replay.outcome, replay.faults)
+        assert replay.faults[0].site == site and replay.outcome == outcome
+
+
+def test_replay_after_another_campaign_on_the_same_build(hostile, tmp_path):
+    from lltfi_mlir.campaign.replay import replay_trial
+
+    work = ["-o", str(hostile / "w"), "--runs", "6", "--quiet", "--jobs", "1"]
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    assert main(["inject", str(hostile / "evil.onnx"), "--db", str(first), *work]) == 0
+    other = write_inputs(tmp_path / "other", n=4, seed=99)
+    assert main(["inject", str(hostile / "evil.onnx"), "--db", str(second), "--inputs", str(other), *work]) == 0
+    for trial in range(6):
+        assert replay_trial(first, trial).matches, trial

@@ -33,6 +33,7 @@ from ..instrument import InstrumentedBuild, instrument_build
 from ..workdir import locked, source_key, weights_digest, write_text_atomic
 from .config import CampaignConfig, load_config
 from .database import CampaignDatabase
+from .early_end import EarlyEnd, early_end_policy
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .inputs import find_input_sets
 from .interrupts import signals_deferred, terminate_as_interrupt
@@ -105,10 +106,14 @@ class Campaign:
 
     def __init__(self, build: Build, config: CampaignConfig, input_sets: list[list[Path]],
                  db: str | Path | None = None, jobs: int | None = None, program: ProgramRun | None = None,
-                 engine: str | None = None) -> None:
+                 engine: str | None = None, dask: str | None = None, dask_batch: int | None = None,
+                 early_end: bool = True) -> None:
         self.build = build
         if build.is_program:
             program = program or ProgramRun()
+            if config.sdc.files:  # files the SDC criterion compares are captured like --output-file
+                program = dataclasses.replace(program, output_files=tuple(dict.fromkeys(
+                    config.sdc.files + program.output_files)))
             if config.selector.require_operator:
                 # A C/C++ program has no tensor operators; the model default (FP arithmetic in operators)
                 # becomes every instruction kind, as LLFI's `insttype: all`.
@@ -127,6 +132,7 @@ class Campaign:
                 self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
             else:  # activations: a flipped element of an operator's output buffer (memory.py)
                 config = self.config = dataclasses.replace(config, level="operator")
+        self.dask, self.dask_batch = dask, dask_batch  # a Dask scheduler address (or "local") runs the trials
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
             # Retrained weights of the same architecture are another model (not in the module above).
@@ -146,9 +152,15 @@ class Campaign:
         self.judge = SdcJudge(config.sdc)
         self.work_build = build
         self.output_shapes = [t.shape for t in build.outputs]
+        self.output_dtypes = [t.dtype for t in build.outputs]
         self.all_shapes = self.output_shapes  # with the traced layers, once prepare() knows the build
-        self.output_bytes = 4 * sum(int(np.prod(s)) for s in self.output_shapes)  # model outputs only
+        self.all_dtypes = self.output_dtypes
+        self.output_bytes = sum(int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize
+                                for t in build.outputs)  # model outputs only
         self.node_index = {n["name"]: n["index"] for n in build.manifest.get("nodes", [])}
+        self.node_names = {n["index"]: n["name"] for n in build.manifest.get("nodes", [])}
+        self.allow_early_end = early_end  # False: every trial runs to the end (same outcomes, slower)
+        self.early_end = EarlyEnd(False, "off: not prepared")
         self.last_run_seconds = 0.0
         self.planned_trials: int | None = None  # with a margin: Leveugle's trial count
         self.last_trials = 0
@@ -237,17 +249,21 @@ class Campaign:
         else:
             self.work_build = self.build
         self.all_shapes = [t.shape for t in self.work_build.all_outputs]
+        self.all_dtypes = [t.dtype for t in self.work_build.all_outputs]
         if self.config.target == "weights":
             self.weight_targets = weight_targets(self.build, self.config.selector, self.config.tensors)
             self.instrumented = uninstrumented(self.build)
         else:
             self.instrumented = instrument_build(self.work_build, selector)
+            self._check_bits()
         if self.config.trace_layers and self.work_build is not self.build:
             plain = instrument_build(self.build, self.config.selector)
             if [(s.opcode, s.node, s.register) for s in plain.sites] != \
                     [(s.opcode, s.node, s.register) for s in self.instrumented.sites]:
                 raise UsageError("the layer-tracing build selects different instructions than the plain build; "
                                  "trace with the default floating-point selection")
+        self.early_end = (early_end_policy(self.build, self.config, self.instrumented) if self.allow_early_end
+                          else EarlyEnd(False, "off: --no-early-end"))
         inputs_list = self.inputs_list = campaign_inputs_list(self.input_sets, self.instrumented.directory)
         self.profiles = self._profile(inputs_list)
         self.golden_all = [self._outputs(p.golden, everything=True) for p in self.profiles]
@@ -272,10 +288,12 @@ class Campaign:
             "timeout_us": int(self.timeout_seconds() * 1e6),
             "max_output": self.max_output(),
             "output_shapes": [list(t.shape) for t in self.build.outputs],
+            "output_dtypes": [t.dtype for t in self.build.outputs],
             "sdc": dataclasses.asdict(self.config.sdc),
             "program": dataclasses.asdict(self.program) if self.program else None,
             "golden": [p.golden.hex() for p in self.profiles],
         })
+        db.set_meta("early_end", dataclasses.asdict(self.early_end))
         db.set_meta("seed", self.config.seed)
         db.set_meta("nonfinite_golden", self.nonfinite_golden)
         db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
@@ -298,6 +316,18 @@ class Campaign:
             "versioned_nests": self.instrumented.versioned_nests,
         })
         return db
+
+    def _check_bits(self) -> None:
+        """A fixed bit (fi_bit) or a bit count beyond every selected register's width would leave
+        every trial not activated: refuse it up front."""
+        width = max(WIDTH.get(s.type, 64) for s in self.instrumented.sites)
+        for number, fault in enumerate(self.config.faults):
+            if fault.bit is not None and fault.bit >= width:
+                raise UsageError(f"run block {number}: bit {fault.bit} is beyond the selected registers (the widest "
+                                 f"has {width} bit{'s' if width > 1 else ''}: bits 0..{width - 1})")
+            if fault.num_bits > width:
+                raise UsageError(f"run block {number}: {fault.num_bits} bits per fault exceed the selected "
+                                 f"registers' width ({width})")
 
     def timeout_seconds(self) -> float:
         if self.config.timeout is not None:
@@ -322,7 +352,9 @@ class Campaign:
         program's stdout stays bytes."""
         if self.build.is_program:
             return [data]
-        return split_outputs(data, self.all_shapes if everything else self.output_shapes)
+        if everything:
+            return split_outputs(data, self.all_shapes, self.all_dtypes)
+        return split_outputs(data, self.output_shapes, self.output_dtypes)
 
     def _sibling_build(self, name: str, **options) -> Build:
         """The same model compiled again with tracing outputs or operator hooks (cached)."""
@@ -368,7 +400,7 @@ class Campaign:
         return {
             "id": trial.id, "input": trial.input, "target": trial.target, "fault_type": trial.fault.type,
             "num_bits": trial.fault.num_bits, "bit": trial.bit, "max_multiple": trial.fault.max_multiple,
-            "window_len": trial.fault.window_len, "seed": trial.seed, "status": result.status,
+            "window_len": trial.fault.window_code, "seed": trial.seed, "status": result.status,
             "code": result.code, "outcome": outcome, "activated": int(activated),
             "site": first.site if first else None, "dyn_index": first.index if first else None,
             "mask": f"{first.mask:x}" if first else None, "value_before": f"{first.before:x}" if first else None,
@@ -376,6 +408,7 @@ class Campaign:
             "faults": json.dumps([dataclasses.astuple(f) for f in faults]) if len(faults) > 1 else None,
             "deviation": None if deviation is None or math.isinf(deviation) else deviation,
             "output": output,
+            "masked_at": None if result.masked_at is None else self.node_names.get(result.masked_at, "?"),
         }, layers
 
     def run(self, n: int | None = None, *, margin: float | None = None, exhaustive: bool = False,
@@ -469,10 +502,17 @@ class Campaign:
         return summarize(db)
 
     def _executor(self, executable: Path, inputs_list: Path, timeout_us: int) -> LocalExecutor | WalkExecutor:
+        if self.dask:
+            from .dask_runner import DaskExecutor
+
+            return DaskExecutor(self.dask, executable, inputs_list, timeout_us, self.engine, self.program,
+                                self.max_output(), workers=self.jobs, batch=self.dask_batch,
+                                early_end=self.early_end.enabled)
         if self.engine == "walk":
-            return WalkExecutor(executable, inputs_list, self.jobs, timeout_us, n_inputs=len(self.input_sets))
+            return WalkExecutor(executable, inputs_list, self.jobs, timeout_us, n_inputs=len(self.input_sets),
+                                early_end=self.early_end.enabled)
         return LocalExecutor(executable, inputs_list, self.jobs, timeout_us, self.program,
-                             max_output=self.max_output())
+                             max_output=self.max_output(), early_end=self.early_end.enabled)
 
     def _expand(self, trials: Iterator[Trial]) -> Iterator[Trial]:
         """With maxTrace, each trial is followed by its shadow: the same instance reached without a

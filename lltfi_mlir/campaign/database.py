@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS trials (
     bit INTEGER, max_multiple INTEGER, window_len INTEGER, seed INTEGER NOT NULL,
     status TEXT NOT NULL, code INTEGER, outcome TEXT NOT NULL, activated INTEGER NOT NULL,
     site INTEGER, dyn_index INTEGER, mask TEXT, value_before TEXT, value_after TEXT,
-    faults TEXT, deviation REAL, output BLOB);
+    faults TEXT, deviation REAL, output BLOB, masked_at TEXT);
 CREATE TABLE IF NOT EXISTS layer_trace (
     trial INTEGER NOT NULL, node TEXT NOT NULL, node_index INTEGER NOT NULL, corrupted INTEGER NOT NULL,
     size INTEGER NOT NULL, indices TEXT, golden TEXT, faulty TEXT, max_abs REAL, max_rel REAL,
@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS inst_trace (
 CAMPAIGN_TABLES = frozenset({"meta", "sites", "trials"})  # what makes a file a campaign database
 TRIAL_COLUMNS = ("id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
                  "status", "code", "outcome", "activated", "site", "dyn_index", "mask", "value_before",
-                 "value_after", "faults", "deviation", "output")
+                 "value_after", "faults", "deviation", "output", "masked_at")
+# Columns added after a release: (name, type); older databases get them when a campaign reopens them.
+ADDED_TRIAL_COLUMNS = (("masked_at", "TEXT"),)  # the operator after which the trial ended early
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -65,6 +67,10 @@ class CampaignDatabase:
             self.conn = sqlite3.connect(self.path)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(SCHEMA)
+            present = {row[1] for row in self.conn.execute("PRAGMA table_info(trials)")}
+            for name, kind in ADDED_TRIAL_COLUMNS:
+                if name not in present:
+                    self.conn.execute(f"ALTER TABLE trials ADD COLUMN {name} {kind}")
             # A file we may read but not write fails here, not with a traceback mid-campaign.
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('writable', 'true')")
             self.conn.rollback()
@@ -90,6 +96,10 @@ class CampaignDatabase:
 
     def close(self) -> None:
         self.conn.close()
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Readers of databases written before a column existed ask first."""
+        return column in {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def get_meta(self, key: str, default=None):
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -149,3 +159,4 @@ class CampaignDatabase:
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()
+

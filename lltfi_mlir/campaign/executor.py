@@ -56,8 +56,9 @@ class RawResult:
     status: str                  # ok | crash | hang | exit | output_limit (programs: output over the cap)
     code: int                    # signal number or exit status
     faults: tuple[FaultRecord, ...]
-    output: bytes                # raw little-endian float32 bytes of all outputs, concatenated
+    output: bytes                # raw little-endian bytes of all outputs (their own dtypes), concatenated
     trace: tuple[tuple[int, int], ...] = ()  # (site, value bits) of the instances after the fault
+    masked_at: int | None = None  # ONNX node index after which the run ended early (state golden again)
 
 
 def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
@@ -72,9 +73,11 @@ def parse_result(line: str, trials: dict[int, Trial]) -> RawResult:
     n_trace = int(parts[at])
     trace = tuple((int(parts[at + 1 + 2 * i]), int(parts[at + 2 + 2 * i], 16)) for i in range(n_trace))
     at += 1 + 2 * n_trace
-    n_values = int(parts[at])
-    data = bytes.fromhex(parts[at + 1]) if n_values else b""
-    return RawResult(trials.pop(trial_id), status, code, tuple(faults), data, trace)
+    masked_at = int(parts[at])
+    n_values = int(parts[at + 1])
+    data = bytes.fromhex(parts[at + 2]) if n_values else b""
+    return RawResult(trials.pop(trial_id), status, code, tuple(faults), data, trace,
+                     None if masked_at < 0 else masked_at)
 
 
 class StderrTail(threading.Thread):
@@ -103,14 +106,23 @@ class StderrTail(threading.Thread):
         return bytes(self.tail[-self.keep:]).decode(errors="replace").strip()
 
 
+def server_environment(early_end: bool) -> dict[str, str]:
+    """The servers' environment: LLTFI_EARLY_END=1 lets them end masked trials early
+    (runtime/boundaries.h); only for selections where that is exact (see campaign.early_end_policy)."""
+    env = {k: v for k, v in os.environ.items() if k != "LLTFI_EARLY_END"}
+    if early_end:
+        env["LLTFI_EARLY_END"] = "1"
+    return env
+
+
 class _Server:
     """One fork-server: its process, stderr tail, partial result line and trials in flight."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], early_end: bool = False) -> None:
         # A session of its own: a Ctrl-C at the terminal reaches the driver only, which then saves what
         # is done and ends its servers (rather than servers dying under it while results are pending).
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, start_new_session=True)
+                                     bufsize=0, start_new_session=True, env=server_environment(early_end))
         self.stderr = StderrTail(self.proc.stderr)
         self.buffer = bytearray()
         self.scanned = 0           # bytes of `buffer` known to hold no newline
@@ -158,8 +170,10 @@ class LocalExecutor:
     plus 10 s; its own watchdog ends a child at two) is an error."""
 
     def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int,
-                 program: ProgramRun | None = None, max_output: int = 0, stall_seconds: float | None = None) -> None:
+                 program: ProgramRun | None = None, max_output: int = 0, stall_seconds: float | None = None,
+                 early_end: bool = False) -> None:
         self.executable, self.inputs_list, self.jobs, self.timeout_us = executable, inputs_list, jobs, timeout_us
+        self.early_end = early_end
         self.program = program
         self.max_output = max_output
         self.stall_seconds = stall_seconds if stall_seconds is not None else 3 * timeout_us / 1e6 + 10
@@ -173,7 +187,7 @@ class LocalExecutor:
     def _start(self, servers: list[_Server]) -> None:
         argv = self._argv()
         for _ in range(self.jobs):
-            server = _Server(argv)
+            server = _Server(argv, self.early_end)
             servers.append(server)
             ready = b""
             while not ready.endswith(b"\n"):
@@ -247,11 +261,13 @@ class LocalExecutor:
         os.write(server.proc.stdin.fileno(), trial.line(self.timeout_us).encode())
 
 
-def split_outputs(data: bytes, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-    values = np.frombuffer(data, dtype="<f4")
+def split_outputs(data: bytes, shapes: list[tuple[int, ...]], dtypes: list[str] | None = None) -> list[np.ndarray]:
+    """The servers' output bytes as arrays: each output count x itemsize bytes of its own (little-endian)
+    element type, concatenated (float32 when `dtypes` is None)."""
     out, at = [], 0
-    for shape in shapes:
-        n = int(np.prod(shape)) if shape else 1
-        out.append(values[at:at + n].reshape(shape))
-        at += n
+    for i, shape in enumerate(shapes):
+        dtype = np.dtype(dtypes[i] if dtypes else "float32").newbyteorder("<")
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append(np.frombuffer(data, dtype=dtype, count=n, offset=at).reshape(shape))
+        at += n * dtype.itemsize
     return out

@@ -6,6 +6,7 @@ the bits from the seed), so replaying it reproduces the same fault, output and o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,15 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
         if not rows:
             raise UsageError(f"{db_path} has no trial {trial_id}")
         recorded = dict(zip(columns, rows[0]))
+        # draw: per_layer ran trial i on the build of layer i mod L, with an index relative to that layer
+        strata = db.get_meta("replay_strata")
+        layer = db.get_meta(f"replay_stratum_{trial_id % strata}") if strata else None
+        if strata and layer is None:
+            raise UsageError(f"{db_path}: the per-layer build of trial {trial_id} was not recorded")
     finally:
         db.close()
+    if layer is not None:
+        info = dict(info, executable=layer["executable"], inputs_list=layer["inputs_list"])
     executable = Path(info["executable"])
     if not executable.exists():
         raise UsageError(f"the campaign's instrumented program {executable} no longer exists; re-run the "
@@ -62,6 +70,9 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program,
                              max_output=info.get("max_output", 0))
     (result,) = list(executor.run([trial]))
+    if layer is not None:  # the layer build's site ids, as the campaign stored them: the full build's
+        result = dataclasses.replace(result, faults=tuple(dataclasses.replace(f, site=layer["id_map"][f.site])
+                                                          for f in result.faults))
     shapes = [tuple(s) for s in info["output_shapes"]]
 
     def outputs(data: bytes) -> list:

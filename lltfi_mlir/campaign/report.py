@@ -14,6 +14,7 @@ from rich.table import Table
 
 from ..terminal import safe
 from .database import TRIAL_COLUMNS, CampaignDatabase
+from .masking import masking_summary
 from .outcomes import OUTCOMES
 from .stats import wilson
 
@@ -47,6 +48,29 @@ def _bit_of(mask: str | None) -> str:
     return str(value.bit_length() - 1) if value and value & (value - 1) == 0 else "multi"
 
 
+def _by_block(db: CampaignDatabase) -> dict | None:
+    """Outcomes per LLTFI run block (`- run:` entry, its own experiment): block b holds the trials
+    numbered after the numOfRuns of the blocks before it (campaign/plan.py block_of)."""
+    faults = ((db.get_meta("identity") or {}).get("config") or {}).get("faults") or []
+    if len(faults) < 2 or any(f.get("runs") is None for f in faults):
+        return None
+    ends, total = [], 0
+    for f in faults:
+        total += f["runs"]
+        ends.append(total)
+    counters = [Counter() for _ in faults]
+    for trial_id, outcome in db.query("SELECT id, outcome FROM trials"):
+        block = next((b for b, end in enumerate(ends) if trial_id < end), len(faults) - 1)
+        counters[block][outcome] += 1
+    out = {}
+    for number, (f, counter) in enumerate(zip(faults, counters)):
+        entry = _group(counter)
+        entry["fault"] = {k: f.get(k) for k in ("type", "runs", "bit", "num_bits", "max_multiple", "window_len",
+                                                "window_start", "seed", "timeout", "cycle") if k in f}
+        out[f"run {number}"] = entry
+    return out
+
+
 def summarize(db: CampaignDatabase) -> dict:
     sites = {row[0]: row for row in db.query("SELECT id, opcode, node, op_type, layer FROM sites")}
     functions = dict(db.query("SELECT id, function FROM sites"))
@@ -72,6 +96,12 @@ def summarize(db: CampaignDatabase) -> dict:
     result["by_layer"] = {k: _group(v) for k, v in sorted(by_layer.items())}
     result["by_opcode"] = {k: _group(v) for k, v in sorted(by_opcode.items())}
     result["by_bit"] = {k: _group(v) for k, v in sorted(by_bit.items(), key=lambda kv: (len(kv[0]), kv[0]))}
+    masking = masking_summary(db)
+    if masking is not None:
+        result["masking"] = masking
+    blocks = _by_block(db)
+    if blocks is not None:
+        result["by_block"] = blocks
     for key in ("model", "seed", "profile_summary", "sdc", "thresholds_sdc", "target", "nonfinite_golden"):
         value = db.get_meta(key)
         if value is not None:
@@ -144,6 +174,26 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
             table.add_row(f"{outcome}: mean layers travelled", "-" if mean is None else f"{mean:.2f}")
             table.add_row(f"{outcome}: reached the last layer", _pct(t["reached_last_layer"]))
         console.print(table)
+    if "masking" in summary:
+        m = summary["masking"]
+        line = (f"ended early (masked): {m['ended_early']} of {m['trials']} trials "
+                f"({100 * m['ended_early'] / m['trials']:.1f}%); early ending {safe(m['early_end']['reason'])}")
+        if "mean_work" in m:
+            line += (f"; work per trial: {100 * m['mean_work']:.1f}% of an inference "
+                     f"({100 * m['mean_work_without_early_end']:.1f}% without early ending)")
+        console.print(line, soft_wrap=True)
+        if details and m["by_operator"]:
+            table = Table(title="Masked at (the operator after which the state was golden again)",
+                          title_justify="left")
+            table.add_column("operator")
+            table.add_column("trials", justify="right")
+            table.add_column("of ended early", justify="right")
+            for name, count in list(m["by_operator"].items())[:20]:
+                table.add_row(safe(name), str(count), f"{100 * count / m['ended_early']:.1f}%")
+            console.print(table)
+    if "by_block" in summary:
+        console.print(_table("Per run block (runOption entry, its own experiment)",
+                             {f"{name}: {g['fault'].get('type')}": g for name, g in summary["by_block"].items()}))
     if details:
         if set(summary["by_layer"]) != {"(no operator)"}:
             console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
@@ -164,7 +214,7 @@ def print_replay_hint(db: CampaignDatabase, console: Console) -> None:
 
 def trials_csv(db: CampaignDatabase) -> str:
     out = io.StringIO()
-    columns = [c for c in TRIAL_COLUMNS if c != "output"]
+    columns = [c for c in TRIAL_COLUMNS if c != "output" and db.has_column("trials", c)]
     writer = csv.writer(out)
     writer.writerow(columns + ["node", "op_type", "layer", "opcode"])
     sites = {row[0]: row[1:] for row in db.query("SELECT id, node, op_type, layer, opcode FROM sites")}

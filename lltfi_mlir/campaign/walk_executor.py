@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import RunError
-from .executor import RawResult, StderrTail, parse_result, stop_servers
+from .executor import RawResult, StderrTail, parse_result, server_environment, stop_servers
 from .plan import Trial
 
 # Trial children per walker. One walker per job measured best on 2 cores (LeNet-5, SqueezeNet, Dave2:
@@ -41,10 +41,10 @@ RESULT_PIPE = 1 << 20     # bytes of results a walker may write ahead of the dri
 class _WalkServer:
     """One `model --walk` process: its pipes, the bytes waiting to be written, the trials in flight."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], early_end: bool = False) -> None:
         # A session of its own, as the fork-servers: a Ctrl-C reaches the driver, which ends the servers.
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     bufsize=0, start_new_session=True)
+                                     bufsize=0, start_new_session=True, env=server_environment(early_end))
         self.stderr = StderrTail(self.proc.stderr)
         with contextlib.suppress(AttributeError, OSError):  # F_SETPIPE_SZ: Linux
             fcntl.fcntl(self.proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, RESULT_PIPE)
@@ -92,8 +92,9 @@ class WalkExecutor:
     two servers when there are more, and at least 512)."""
 
     def __init__(self, executable: Path, inputs_list: Path, jobs: int, timeout_us: int, n_inputs: int = 1,
-                 window: int | None = None, stall_seconds: float | None = None) -> None:
+                 window: int | None = None, stall_seconds: float | None = None, early_end: bool = False) -> None:
         self.executable, self.inputs_list, self.jobs, self.timeout_us = executable, inputs_list, jobs, timeout_us
+        self.early_end = early_end
         servers = math.ceil(jobs / CHILDREN_PER_WALKER)
         self.window = min(window or max(512, MIN_GROUP * max(n_inputs, 2 * servers)), MAX_GROUP)
         self.stall_seconds = stall_seconds if stall_seconds is not None else 3 * timeout_us / 1e6 + 10
@@ -103,7 +104,7 @@ class WalkExecutor:
         for k in range(count):
             children = self.jobs // count + (k < self.jobs % count)
             servers.append(_WalkServer([str(self.executable), "--walk", "--inputs-list", str(self.inputs_list),
-                                        "--jobs", str(children)]))
+                                        "--jobs", str(children)], self.early_end))
 
     def _send(self, window: list[Trial], servers: list[_WalkServer]) -> None:
         """Queues a window of trials on the servers with the fewest trials in flight, as groups of one

@@ -17,6 +17,7 @@ from mlir.dialects import func
 
 from ..errors import ModelImportError
 from . import builders as b
+from .boundaries import ATTRIBUTE as BOUNDARY, boundary_attribute, last_uses
 from .onnx_loader import LoadedModel
 from .onnx_reader import OnnxSource
 from .tiled import AccumulatorSlots, TilePolicy
@@ -42,8 +43,19 @@ ELEMENT_TYPES: dict[int, np.dtype] = {
     _T.UINT16: np.dtype(np.uint16), _T.UINT8: np.dtype(np.uint8), _T.BOOL: np.dtype(np.bool_),
 }
 UNSIGNED_TYPES = {_T.UINT8, _T.UINT16, _T.UINT32, _T.UINT64}
-# Element types of model inputs and outputs the native program reads and writes (runtime/, glue.py).
-IO_TYPES = {onnx.TensorProto.FLOAT}
+
+
+def _io_types() -> set[int]:
+    """Element types of model inputs and outputs the native program reads and writes: those the
+    glue (llvm_backend/glue.py) has .npy codes for; float32 only with a glue that has none."""
+    try:
+        from ..llvm_backend.glue import DTYPE_CODES
+    except ImportError:
+        return {onnx.TensorProto.FLOAT}
+    return {t for t, dtype in ELEMENT_TYPES.items() if dtype.name in DTYPE_CODES}
+
+
+IO_TYPES = _io_types()
 OP_HOOK = "lltfi_op_f32"  # identity defined in runtime/fi_runtime.c
 
 
@@ -260,8 +272,11 @@ class Importer:
             self.slots = AccumulatorSlots(block)
             for name, arg in zip(loaded.inputs, block.arguments):
                 self.values[name] = arg
+            nodes = loaded.model.graph.node
+            self.node_index = {id(node): i for i, node in enumerate(nodes)}
+            self.last_use = last_uses(nodes, VIEW_OPS, [*loaded.outputs, *(t for _, t in self.traced)])
             with ir.InsertionPoint(block):
-                for node in loaded.model.graph.node:
+                for node in nodes:
                     if node.name not in self.fused:
                         self._import_node(node)
                 self.node = None
@@ -305,6 +320,10 @@ class Importer:
         if relu is not None:  # the Conv's result is the Relu's output (traced builds: both)
             self.fused.add(relu.name)
             names = [relu.output[0]] if len(outputs) == 1 else [node.output[0], relu.output[0]]
+        if self.config.codegen == "optimized" and node.op_type not in VIEW_OPS:  # the call's outputs
+            returned = [(names[i] if i < len(names) else "", v) for i, v in enumerate(outputs) if v is not None]
+            self.outlined_fn.attributes[BOUNDARY] = boundary_attribute(self.node_index[id(node)], returned,
+                                                                       self.last_use)
         for name, val in zip(names, outputs):
             if not name or val is None:
                 continue
@@ -347,6 +366,7 @@ class Importer:
             self.values, self.slots = graph_values, outer_slots
         fn.attributes["function_type"] = ir.TypeAttr.get(
             ir.FunctionType.get([a.type for a in args], [v.type for v in results]))
+        self.outlined_fn = fn
         call = func.CallOp(fn, args)
         returned = iter(call.results)
         return [None if v is None else next(returned) for v in outputs]
