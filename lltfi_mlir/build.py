@@ -18,6 +18,7 @@ from .errors import InputError, RunError, UsageError
 class TensorSpec:
     name: str
     shape: tuple[int, ...]
+    dtype: str = "float32"  # numpy dtype name; builds older than integer I/O are float32 throughout
 
 
 class Build:
@@ -30,11 +31,13 @@ class Build:
             raise UsageError(f"{self.directory} is not a build directory (no manifest.json); "
                              "create one with: lltfi-mlir compile model.onnx -o DIR")
         self.manifest = json.loads(manifest_path.read_text())
-        self.inputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["inputs"]]
-        self.outputs = [TensorSpec(t["name"], tuple(t["shape"])) for t in self.manifest["outputs"]]
+        self.inputs = [TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32")) for t in self.manifest["inputs"]]
+        self.outputs = [TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32"))
+                        for t in self.manifest["outputs"]]
         # Layer-tracing builds return every node's output after the model's own outputs.
         self.traced = self.manifest.get("traced") or []
-        self.all_outputs = self.outputs + [TensorSpec(t["tensor"], tuple(t["shape"])) for t in self.traced]
+        self.all_outputs = self.outputs + [TensorSpec(t["tensor"], tuple(t["shape"]), t.get("dtype", "float32"))
+                                           for t in self.traced]
         self.executable = self.directory / self.manifest["executable"]
         self.is_program = self.manifest.get("kind") == "program"  # a C/C++ program, not a model
 
@@ -43,8 +46,8 @@ class Build:
             raise InputError(f"the model takes {len(self.inputs)} input(s) "
                              f"({', '.join(t.name for t in self.inputs)}), {len(arrays)} given")
         for spec, array in zip(self.inputs, arrays):
-            if array.dtype != np.float32 or tuple(array.shape) != spec.shape:
-                raise InputError(f"input '{spec.name}': expected float32 of shape "
+            if array.dtype != np.dtype(spec.dtype) or tuple(array.shape) != spec.shape:
+                raise InputError(f"input '{spec.name}': expected {spec.dtype} of shape "
                                  f"{'x'.join(map(str, spec.shape)) or 'scalar'}, got {array.dtype} of "
                                  f"shape {'x'.join(map(str, array.shape)) or 'scalar'}")
 

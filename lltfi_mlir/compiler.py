@@ -12,18 +12,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnx
 from mlir import ir
 
 from .build import Build
 from .dialect_passes.lowering import lower_to_llvm
 from .dialect_passes.sites import NodeInfo
-from .errors import UsageError
+from .errors import ModelImportError, UsageError
 from .frontend.importer import ImportConfig, check_operators, check_supported, import_model
 from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import assemble, build_native, translate_module
-from .llvm_backend.glue import generate_glue
+from .llvm_backend.glue import generate_glue, io_dtype
 from .workdir import file_digest, locked, source_key, staged
 from .llvm_backend.weights import externalize_weights, weight_table, write_weights_assembly
 
@@ -114,6 +115,24 @@ def options_of_build(manifest: dict) -> dict:
             "target_cpu": manifest.get("target_cpu") or "portable"}
 
 
+def _entry_signature(module: ir.Module, entry: str) -> tuple[list[str], list[str]]:
+    """The MLIR element types ("f32", "i64", ...) of the entry point's arguments and results."""
+    for op in module.body.operations:
+        if op.operation.name == "func.func" and ir.StringAttr(op.attributes["sym_name"]).value == entry:
+            ftype = ir.FunctionType(ir.TypeAttr(op.attributes["function_type"]).value)
+            return ([str(ir.ShapedType(t).element_type) for t in ftype.inputs],
+                    [str(ir.ShapedType(t).element_type) for t in ftype.results])
+    raise ModelImportError(f"the imported module has no function {entry!r}")
+
+
+def _declared_dtype(loaded: LoadedModel, name: str) -> str | None:
+    """The numpy name of a tensor's ONNX element type, if known."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(loaded.dtypes[name])).name
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
                  options: CompileOptions = CompileOptions()) -> Build:
     """Compile an ONNX model into `out_dir`; raises an LltfiError subclass on any failure.
@@ -150,7 +169,9 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         from .sid import duplicate_operators
 
         hardened, count = duplicate_operators(source.model, options.sid.operators, options.sid.nodes,
-                                              options.sid.correction)
+                                              options.sid.correction, options.sid.layers)
+        if not count:
+            raise UsageError("--sid od selects no operator node (check --operators / --nodes / --layers)")
         source = OnnxSource(hardened, source.weights)
         sid_report = {"technique": "od", "correction": options.sid.correction, "duplicated_nodes": count,
                       "checks": count}
@@ -165,6 +186,7 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         module, importer = import_model(loaded, ImportConfig(entry=options.entry, trace=options.trace,
                                                                op_hooks=options.op_hooks, codegen=codegen))
         seconds["import"] = time.perf_counter() - start
+        signature = _entry_signature(module, options.entry)  # element types of the I/O tensors
         with open(out_dir / f"{STEM}.linalg.mlir", "w") as handle:
             # Weights are dense resources: a top-level print appends them all as hex (1.1 GB for
             # VGG16), and large_resource_limit elides them only after hexing each one (6x its size in
@@ -187,10 +209,17 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
     weights_obj = assemble(asm)
     seconds["assemble"] = time.perf_counter() - start
 
-    inputs = [(n, tuple(loaded.shapes[n])) for n in loaded.inputs]
-    outputs = [(n, tuple(loaded.shapes[n])) for n in loaded.outputs]
-    traced = [{"node": node, "tensor": t, "shape": list(loaded.shapes[t])} for node, t in importer.traced]
-    outputs += [(t["tensor"], tuple(t["shape"])) for t in traced]
+    result_names = loaded.outputs + [t for _, t in importer.traced]
+    try:
+        in_types, out_types = [[io_dtype(e, _declared_dtype(loaded, n)) for e, n in zip(elements, names)]
+                               for elements, names in zip(signature, (loaded.inputs, result_names))]
+    except ValueError as exc:
+        raise ModelImportError(str(exc)) from None
+    inputs = [(n, tuple(loaded.shapes[n]), d) for n, d in zip(loaded.inputs, in_types)]
+    outputs = [(n, tuple(loaded.shapes[n]), d) for n, d in zip(loaded.outputs, out_types)]
+    traced = [{"node": node, "tensor": t, "shape": list(loaded.shapes[t]), "dtype": d}
+              for (node, t), d in zip(importer.traced, out_types[len(loaded.outputs):])]
+    outputs += [(t["tensor"], tuple(t["shape"]), t["dtype"]) for t in traced]
     glue = out_dir / "glue.c"
     glue.write_text(generate_glue(options.entry, inputs, outputs))
     seconds.update(build_native(llvm_mlir, out_dir, STEM, [glue, weights_obj], translated=translated, **backend))
@@ -204,8 +233,8 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         "codegen": codegen,
         **backend,
         "executable": STEM,
-        "inputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in inputs],
-        "outputs": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in outputs[:len(loaded.outputs)]],
+        "inputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in inputs],
+        "outputs": [{"name": n, "shape": list(s), "dtype": d} for n, s, d in outputs[:len(loaded.outputs)]],
         "traced": traced,
         "nodes": _manifest_nodes(loaded),
         "weights_bytes": weights.nbytes,
@@ -218,9 +247,10 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
 
 
 def compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list[str] | None = None,
-                    opt_level: int = 0) -> Build:
-    """Compile C/C++ sources into a build directory whose program runs under the fault driver."""
-    from .frontend.c_frontend import compile_to_bitcode, import_program
+                    opt_level: int = 0, from_build: str | Path | None = None) -> Build:
+    """Compile C/C++ sources into a build directory whose program runs under the fault driver;
+    or, `from_build`, the bitcode that `lltfi-mlir cc` recorded for a Makefile-built executable."""
+    from .frontend.c_frontend import bitcode_of_build, compile_to_bitcode, import_program
     from .llvm_backend.glue import generate_program_glue
 
     if opt_level not in (0, 1, 2, 3):
@@ -230,7 +260,11 @@ def compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list
     paths = [Path(s) for s in sources]
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    bitcode, cplusplus = compile_to_bitcode(paths, out_dir, list(cflags or []))
+    if from_build is not None:
+        bitcode, cplusplus, recorded = bitcode_of_build(Path(from_build), out_dir)
+        paths = [Path(p) for p in recorded]
+    else:
+        bitcode, cplusplus = compile_to_bitcode(paths, out_dir, list(cflags or []))
     seconds["clang"] = time.perf_counter() - start
     with ir.Context():
         start = time.perf_counter()
@@ -247,6 +281,67 @@ def compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list
         "source": [str(p.resolve()) for p in paths], "cflags": list(cflags or []), "entry": None,
         "opt_level": opt_level, "executable": STEM, "inputs": [], "outputs": [], "nodes": [],
         "seconds": {k: round(v, 4) for k, v in seconds.items()},
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return Build(out_dir)
+
+
+def compile_mlir(source: str | Path | ir.Module, out_dir: str | Path, entry: str = "main", opt_level: int = 0,
+                 sid: SidOptions | None = None) -> Build:
+    """Compile an MLIR module (a .mlir file or a live `ir.Module`, which is copied, not changed; LLVM
+    dialect, or func/arith/scf/memref that upstream passes lower) whose C-ABI `entry` is the program:
+    linked with the program driver, run and injected as a C program is (stdout and output files
+    compared, arguments after `--`). An instrumented module (lltfi-instrument) keeps its sites."""
+    from .dialect_passes.sites import SiteSelector
+    from .frontend.mlir_frontend import lower_module, parse_module, prepare_entry
+    from .llvm_backend.glue import generate_program_glue
+    from .sid import DuplicateInstructionsPass
+    from .sid.duplicate_instructions import ARITHMETIC, INT_ARITHMETIC
+
+    if opt_level not in (0, 1, 2, 3):
+        raise UsageError(f"--opt-level {opt_level}: must be 0, 1, 2 or 3")
+    if sid is not None and sid.technique not in ("aid", "acd"):
+        raise UsageError(f"--sid {sid.technique}: MLIR modules are hardened with aid or acd (od needs an ONNX graph)")
+    if sid is not None and (sid.operators or sid.layers):
+        raise UsageError("--operators and --layers name ONNX operators: select an MLIR module's code with --nodes "
+                         "(its loc(\"name\") locations)")
+    out_dir = Path(out_dir)
+    seconds: dict[str, float] = {}
+    sid_report = None
+    with ir.Context():
+        start = time.perf_counter()
+        if isinstance(source, ir.Module):
+            module = ir.Module.parse(source.operation.get_asm(enable_debug_info=True))
+            source = "<in-memory module>"
+        else:
+            module = parse_module(source)
+        lower_module(module)
+        signature = prepare_entry(module, entry)
+        seconds["import"] = time.perf_counter() - start
+        if sid is not None:
+            selector = SiteSelector(opcodes=ARITHMETIC | INT_ARITHMETIC, nodes=sid.nodes, require_operator=False)
+            result = DuplicateInstructionsPass(sid.technique, sid.correction, selector).apply(module)
+            if not result.changed:
+                raise UsageError("--sid selects no arithmetic instruction (check --nodes)")
+            sid_report = {"technique": sid.technique, "correction": sid.correction,
+                          "duplicated_instructions": result.duplicated, "checks": result.checks}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / f"{STEM}.llvm.mlir", "w") as handle:
+            module.operation.print(file=handle, enable_debug_info=True)
+        translated = translate_module(module, out_dir / f"{STEM}.ll")
+        counts = {"sites": 0, "units": 0}  # an instrumented module needs its counters defined
+        if "lltfi.instrumented" in module.operation.attributes:
+            counts.update({n.name: ir.IntegerAttr(n.attr).value
+                           for n in ir.DictAttr(module.operation.attributes["lltfi.instrumented"])})
+    glue = out_dir / "glue.c"
+    glue.write_text(generate_program_glue(counts["sites"], counts["units"]))
+    seconds.update(build_native(out_dir / f"{STEM}.llvm.mlir", out_dir, STEM, [glue], opt_level, program=True,
+                                translated=translated))
+    manifest = {
+        "format": 1, "kind": "program", "language": "mlir",
+        "source": [str(Path(source).resolve()) if source != "<in-memory module>" else source],
+        "entry": entry, "entry_type": signature, "opt_level": opt_level, "executable": STEM, "inputs": [],
+        "outputs": [], "nodes": [], "sid": sid_report, "seconds": {k: round(v, 4) for k, v in seconds.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return Build(out_dir)

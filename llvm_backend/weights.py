@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 from mlir import ir
 
+from .glue import quoted_string
+
 _RESOURCE = re.compile(r"dense_resource<([^>]+)>")
+_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -55,7 +58,9 @@ def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.nd
         data = _stored(arrays[handle])
         data.tofile(path)
         sizes[symbol] = data.nbytes
-        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f'\t.incbin "weights/{path.name}"']
+        if not _SYMBOL.fullmatch(symbol):  # MLIR's own names; nothing else may enter weights.S
+            raise ValueError(f"weight symbol {symbol!r} is not an assembler identifier")
+        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f"\t.incbin {quoted_string(f'weights/{path.name}')}"]
     # The table that memory faults address weights by (campaign/memory.py, runtime/memory_faults.h):
     # entry i is the i-th symbol in sorted order, as weight_order() lists them; names never reach C.
     order = weight_order(weights)

@@ -18,19 +18,27 @@
 #include "model_api.h"
 #include "npy.h"
 
-void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int64_t *sizes,
-                        const int64_t *strides, int rank) {
-  if (rank == 0) {
-    dst[0] = base[offset];
+void lltfi_copy_strided(void *dst, const void *base, int64_t offset, const int64_t *sizes, const int64_t *strides,
+                        int rank, int elem_size) {
+  const char *src = (const char *)base;
+  char *out = (char *)dst;
+  size_t size = (size_t)elem_size;
+  int64_t total = 1, expect = 1;
+  int contiguous = 1;
+  for (int i = rank - 1; i >= 0; i--) {
+    total *= sizes[i];
+    if (sizes[i] != 1 && strides[i] != expect) contiguous = 0;
+    expect *= sizes[i];
+  }
+  if (contiguous) {
+    if (total > 0) memcpy(out, src + offset * (int64_t)size, (size_t)total * size);
     return;
   }
   int64_t index[NPY_MAX_RANK] = {0};
-  int64_t total = 1;
-  for (int i = 0; i < rank; i++) total *= sizes[i];
   for (int64_t n = 0; n < total; n++) {
     int64_t at = offset;
     for (int i = 0; i < rank; i++) at += index[i] * strides[i];
-    dst[n] = base[at];
+    memcpy(out + n * (int64_t)size, src + at * (int64_t)size, size);
     for (int i = rank - 1; i >= 0; i--) {
       if (++index[i] < sizes[i]) break;
       index[i] = 0;
@@ -42,22 +50,26 @@ void lltfi_copy_strided(float *dst, const float *base, int64_t offset, const int
  * constant global (finalize-memref-to-llvm gives those the allocated pointer 0xdeadbeef). The
  * deallocation pipeline clones results that would alias an input or a global, and the importer
  * copies repeated results; the checks keep the glue safe should a lowering return an alias anyway. */
-void lltfi_free_results(float *const *allocated, int n, float *const *inputs) {
+void lltfi_free_results(void *const *allocated, int n, void *const *inputs) {
   for (int i = 0; i < n; i++) {
-    float *p = allocated[i];
-    int skip = p == NULL || p == (float *)(uintptr_t)0xdeadbeef;
+    void *p = allocated[i];
+    int skip = p == NULL || p == (void *)(uintptr_t)0xdeadbeef;
     for (int j = 0; !skip && j < lltfi_num_inputs; j++) skip = p == inputs[j];
     for (int j = 0; !skip && j < i; j++) skip = p == allocated[j];
     if (!skip) free(p);
   }
 }
 
+/* "2x3", "scalar"; truncated (never overrun) if `len` is short. */
 static void shape_str(char *buf, size_t len, const int64_t *shape, int rank) {
   size_t n = 0;
   buf[0] = 0;
   if (rank == 0) snprintf(buf, len, "scalar");
-  for (int i = 0; i < rank && n < len; i++)
-    n += snprintf(buf + n, len - n, i ? "x%lld" : "%lld", (long long)shape[i]);
+  for (int i = 0; i < rank && n < len; i++) {
+    int k = snprintf(buf + n, len - n, i ? "x%lld" : "%lld", (long long)shape[i]);
+    if (k < 0) break;
+    n += (size_t)k;
+  }
 }
 
 static double now(void) {
@@ -91,11 +103,12 @@ int main(int argc, char **argv) {
     return lltfi_serve_main(argv[3]);
   if (argc >= 4 && !strcmp(argv[1], "--walk") && !strcmp(argv[2], "--inputs-list"))  /* walk_server.c */
     return lltfi_walk_main(argv[3], argc >= 6 && !strcmp(argv[4], "--jobs") ? atoi(argv[5]) : 1);
-  const char *in_paths[64], *out_paths[64];
   int n_in = 0, n_out = 0, repeat = 1, show_time = 0;
+  const char **in_paths = calloc((size_t)argc, sizeof *in_paths), **out_paths = calloc((size_t)argc, sizeof *out_paths);
+  if (!in_paths || !out_paths) { fprintf(stderr, "error: out of memory\n"); return 1; }
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--input") && i + 1 < argc && n_in < 64) in_paths[n_in++] = argv[++i];
-    else if (!strcmp(argv[i], "--output") && i + 1 < argc && n_out < 64) out_paths[n_out++] = argv[++i];
+    if (!strcmp(argv[i], "--input") && i + 1 < argc) in_paths[n_in++] = argv[++i];
+    else if (!strcmp(argv[i], "--output") && i + 1 < argc) out_paths[n_out++] = argv[++i];
     else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--time")) show_time = 1;
     else {
@@ -107,32 +120,37 @@ int main(int argc, char **argv) {
     fprintf(stderr, "error: the model takes %d input(s), %d given\n", lltfi_num_inputs, n_in);
     return 2;
   }
-  if (n_out != 0 && n_out != lltfi_num_outputs) {
+  if (n_out > lltfi_num_outputs) {  /* fewer: the first ones (a traced build's layers follow its outputs) */
     fprintf(stderr, "error: the model has %d output(s), %d --output given\n", lltfi_num_outputs, n_out);
     return 2;
   }
-  float *inputs[64], *outputs[1024];
+  void **inputs = calloc(n_in ? (size_t)n_in : 1, sizeof(void *));
+  void **outputs = calloc(lltfi_num_outputs ? (size_t)lltfi_num_outputs : 1, sizeof(void *));
+  if (!inputs || !outputs) { fprintf(stderr, "error: out of memory\n"); return 1; }
   for (int i = 0; i < n_in; i++) {
     npy_array arr;
-    char err[512], got[128], want[128];
-    if (npy_read(in_paths[i], &arr, err, sizeof err)) {
-      fprintf(stderr, "error: %s\n", err);
+    char err[512], got[400], want[400];
+    const lltfi_tensor_info *info = &lltfi_inputs[i];
+    int rc = npy_read(in_paths[i], &arr, (size_t)info->count * (size_t)info->elem_size, err, sizeof err);
+    if (rc == -1) {
+      fprintf(stderr, "error: input %d: %s\n", i, err);
       return 2;
     }
-    const lltfi_tensor_info *info = &lltfi_inputs[i];
-    int same = arr.rank == info->rank;
+    int same = rc == 0 && arr.rank == info->rank && arr.dtype == info->dtype;
     for (int d = 0; same && d < arr.rank; d++) same = arr.shape[d] == info->shape[d];
-    shape_str(got, sizeof got, arr.shape, arr.rank);
-    shape_str(want, sizeof want, info->shape, info->rank);
-    if (!same || !arr.data) {
-      fprintf(stderr, "error: input %d ('%s') from %s: expected float32 of shape %s, got %s of shape %s\n",
-              i, info->name, in_paths[i], want, arr.descr, got);
+    if (!same) {
+      shape_str(got, sizeof got, arr.shape, arr.rank);
+      shape_str(want, sizeof want, info->shape, info->rank);
+      fprintf(stderr, "error: input %d from %s: expected %s of shape %s, got %s of shape %s\n", i, in_paths[i],
+              npy_dtype_name(info->dtype), want, npy_dtype_name(arr.dtype), got);
       return 2;
     }
     inputs[i] = arr.data;
   }
-  for (int i = 0; i < lltfi_num_outputs; i++)
-    outputs[i] = malloc((lltfi_outputs[i].count ? lltfi_outputs[i].count : 1) * sizeof(float));
+  for (int i = 0; i < lltfi_num_outputs; i++) {
+    outputs[i] = malloc(lltfi_outputs[i].count ? (size_t)lltfi_outputs[i].count * lltfi_outputs[i].elem_size : 1);
+    if (!outputs[i]) { fprintf(stderr, "error: out of memory\n"); return 1; }
+  }
   double start = now();
   for (int r = 0; r < repeat; r++) lltfi_model_run(inputs, outputs);
   double elapsed = now() - start;
@@ -140,7 +158,8 @@ int main(int argc, char **argv) {
   extern uint64_t lltfi_sid_mismatches;
   if (lltfi_sid_mismatches) fprintf(stderr, "sid_mismatches %llu\n", (unsigned long long)lltfi_sid_mismatches);
   for (int i = 0; i < n_out; i++) {
-    if (npy_write(out_paths[i], outputs[i], lltfi_outputs[i].shape, lltfi_outputs[i].rank)) {
+    const lltfi_tensor_info *info = &lltfi_outputs[i];
+    if (npy_write(out_paths[i], outputs[i], info->dtype, info->shape, info->rank)) {
       fprintf(stderr, "error: cannot write %s\n", out_paths[i]);
       return 1;
     }

@@ -147,6 +147,8 @@ static void capture_output_files(int out_fd) {
   for (int i = 0; i < n_output_files; i++) {
     char header[512];
     int n = snprintf(header, sizeof header, "\n--- %s ---\n", output_files[i]);
+    if (n < 0) n = 0;
+    if (n >= (int)sizeof header) n = (int)sizeof header - 1;  /* a long name is cut, never over-read */
     if (write(out_fd, header, n) != n) perror("write");
     int fd = open(output_files[i], O_RDONLY);
     if (fd < 0) {
@@ -200,8 +202,19 @@ int main(int argc, char **argv) {
   long long timeout_us = 0;  /* profile: per fault-free run */
   for (i = 2; i < argc && strcmp(argv[i], "--"); i++) {
     if (!strcmp(argv[i], "--stdin") && i + 1 < argc) stdin_path = argv[++i];
-    else if (!strcmp(argv[i], "--output-file") && i + 1 < argc && n_output_files < 64)
-      output_files[n_output_files++] = argv[++i];
+    else if (!strcmp(argv[i], "--output-file") && i + 1 < argc) {
+      const char *name = argv[++i];
+      /* a plain name in the working directory: the driver unlinks and reads it after each run */
+      if (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
+        fprintf(stderr, "error: --output-file %s: give a file name in the working directory (no '/')\n", name);
+        return 2;
+      }
+      if (n_output_files == (int)(sizeof output_files / sizeof *output_files)) {
+        fprintf(stderr, "error: more than %d --output-file\n", n_output_files);
+        return 2;
+      }
+      output_files[n_output_files++] = name;
+    }
     else if (!strcmp(argv[i], "--timeout-us") && i + 1 < argc) timeout_us = atoll(argv[++i]);
     else if (!strcmp(argv[i], "--max-output") && i + 1 < argc) max_output = atoll(argv[++i]);
   }

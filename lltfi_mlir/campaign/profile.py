@@ -26,7 +26,7 @@ class InputProfile:
     golden_seconds: float        # best golden run; these runs also count every unit's entries
     check_seconds: float         # the verification run that sends every instance through the hooks
     site_counts: tuple[int, ...]
-    golden: bytes                # raw float32 outputs
+    golden: bytes                # raw outputs (little-endian, each in its own dtype)
 
     @property
     def total(self) -> int:

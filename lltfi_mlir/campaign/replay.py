@@ -76,7 +76,7 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     shapes = [tuple(s) for s in info["output_shapes"]]
 
     def outputs(data: bytes) -> list:
-        return [data] if program is not None else split_outputs(data, shapes)
+        return [data] if program is not None else split_outputs(data, shapes, info.get("output_dtypes"))
 
     golden = outputs(bytes.fromhex(info["golden"][recorded["input"]]))
     judge = SdcJudge(SdcConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["sdc"].items()}))
