@@ -563,3 +563,29 @@ def test_ml_styles_run_on_the_example_lenet(tmp_path, capsys):
     assert main(["inject", str(model), "-c", str(tmp_path / "ml_sample.yaml"), "-o", str(tmp_path / "lenet"),
                  "--dry-run"]) == 0
     assert "Trials per run block" in capsys.readouterr().out
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(min_build, tmp_path, capsys):
+    out, _ = min_build
+    config = tmp_path / "two.yaml"
+    config.write_text("compileOption:\n  instSelMethod:\n    - funcname:\n        include: [min]\nrunOption:\n"
+                      "  - run: {numOfRuns: 7, fi_type: bitflip}\n  - run: {numOfRuns: 5, fi_type: stuck_at_1}\n")
+    db = tmp_path / "never.db"
+    assert main(["inject", str(out), "-c", str(config), "--db", str(db), "--dry-run", "--", "7", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "Selected sites per function" in text and "Trials per run block" in text and "estimated time" in text
+    rows = [line for line in text.splitlines() if "│ min " in line or "│ main " in line]
+    assert rows and all("│ min " in line for line in rows)  # funcname include: only min()
+    assert "│     0 │      7 │" in text and "│     1 │      5 │" in text
+    assert not db.exists()
+
+
+def test_a_bit_beyond_the_registers_is_refused(min_build, tmp_path):
+    from lltfi_mlir.campaign import Campaign
+    from lltfi_mlir.errors import UsageError
+
+    out, _ = min_build
+    config = parse_config("select:\n  opcodes: [int]\n  functions: [min]\nfault:\n  bit: 40\n")
+    campaign = Campaign.from_build(out, config, db=tmp_path / "b.db")
+    with pytest.raises(UsageError, match=r"bit 40 is beyond the selected registers \(the widest has 1 bit: "):
+        campaign.prepare()  # min() has one integer instruction: the compare, an i1
