@@ -10,7 +10,10 @@ arithmetic in the operators):
               instances per entry; so profiling costs what instrumentation costs (instr column)
   check run   the one-off verification run per input that sends every selected instance
               through the C hooks (must agree with the counters; not part of the profile's cost)
-  campaign    trials per second with --jobs J against the ideal J / plain
+  campaign    trials per second with --jobs J against the ideal J / plain; the share of trials
+              ended early (masked: every operator output still to be read equals golden), and
+              the mean work per trial as a fraction of one inference (selected instances from
+              the injection point to the masking operator or the end; without early ending)
 Plain and instrumented runs are interleaved (R rounds) and the medians compared, because separate
 timings on these shared machines drift by tens of percent.
 
@@ -72,7 +75,7 @@ def main() -> None:
     table = Table(title=f"instrumentation overhead (--codegen {args.codegen}; medians of {args.rounds} interleaved "
                         f"rounds) and campaign throughput (jobs={args.jobs})")
     for col in ["model", "selected instances", "plain us", "instr us", "instr overhead", "instructions +",
-                "check run us", "trials/s", "ideal trials/s", "of ideal"]:
+                "check run us", "trials/s", "ideal trials/s", "of ideal", "ended early", "work/trial"]:
         table.add_column(col, justify="right")
     models = sorted(ROOT.glob("examples/*/model.onnx"))
     if args.models:
@@ -99,13 +102,17 @@ def main() -> None:
         with console.status(f"{name}: campaign of {args.trials} trials"):
             campaign = Campaign.from_build(build.directory, CampaignConfig(seed=1), model.parent / "inputs",
                                            db=tmp / name / "c.db", jobs=args.jobs)
-            campaign.run(args.trials, progress=False)
+            summary = campaign.run(args.trials, progress=False)
+        masking = summary.get("masking") or {}
+        early = f"{100 * masking['ended_early'] / masking['trials']:.0f}%" if masking else "-"
+        work = (f"{100 * masking['mean_work']:.0f}% ({100 * masking['mean_work_without_early_end']:.0f}%)"
+                if "mean_work" in masking else "-")
         rate = campaign.last_trials / campaign.last_run_seconds
         ideal = args.jobs / (p_us * 1e-6)
         overhead = f"{100 * (i_us / p_us - 1):+.1f}%"
         table.add_row(name, f"{profiles[0].total:,}", f"{p_us:.0f}", f"{i_us:.0f}", overhead, ins,
                       f"{check_us:.0f}", f"{rate:.0f}", f"{ideal:.0f}",
-                      f"{100 * rate / ideal:.0f}%")
+                      f"{100 * rate / ideal:.0f}%", early, work)
     console.print(table)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -20,8 +21,9 @@ from conftest import tiny_cnn
 from distributed import Client
 
 from lltfi_mlir.campaign import Campaign, CampaignConfig, dask_runner
+from lltfi_mlir.campaign.plan import uniform_trial
 from lltfi_mlir.cli import main
-from lltfi_mlir.errors import UsageError
+from lltfi_mlir.errors import RunError, UsageError
 
 TRIALS = 100
 SEED = 23
@@ -68,7 +70,7 @@ def cluster(tmp_path_factory):
         for name in ("w0", "w1"):
             workers[name] = subprocess.Popen(
                 [*DASK[1], "--scheduler-file", str(scheduler_file), "--nworkers", "1", "--nthreads", "1",
-                 "--name", name, "--local-directory", str(root / name), *common],
+                 "--no-nanny", "--name", name, "--local-directory", str(root / name), *common],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             procs.append(workers[name])
         address = json.loads(scheduler_file.read_text())["address"]
@@ -133,6 +135,37 @@ def test_a_worker_killed_mid_campaign_loses_and_duplicates_no_trial(cnn, cluster
     assert killed["batches"] >= 1
     assert campaign.last_trials == TRIALS and summary["trials"] == TRIALS  # each trial counted once
     assert rows(tmp_path / "killed.db") == expected
+
+
+def test_a_worker_without_the_files_refuses_in_place_and_runs_the_shipped_bytes(cnn, tmp_path, monkeypatch):
+    """No cluster: what a worker does with a build it cannot see (BuildMissing, then the shipped bytes
+    give the same results as the files in place)."""
+    root, expected = cnn
+    monkeypatch.setattr(dask_runner, "_cache_root", lambda: tmp_path / "cache")
+    build = next((root / "out").glob("**/fi-*/model")).parent
+    copy = tmp_path / "copy"
+    shutil.copytree(build, copy)
+    inputs = copy / "inputs.txt"
+    inputs.write_text("".join(f"{root / 'inputs' / f'{i}.npy'}\n" for i in range(2)))
+    ref = dask_runner.build_ref(copy / "model", inputs, "walk", 2_000_000)
+    bundle = dask_runner.read_bundle(ref)
+    config = CampaignConfig(seed=SEED)
+    summary = sqlite3.connect(root / "local.db").execute("SELECT value FROM meta WHERE key = 'profile_summary'")
+    counts = json.loads(summary.fetchone()[0])["dynamic_instances"]
+    trials = [uniform_trial(config, counts, i) for i in range(20)]
+    in_place = dask_runner.run_batch(ref, trials, None)
+    shutil.rmtree(copy)
+    dask_runner._PREPARED.clear()
+    with pytest.raises(dask_runner.BuildMissing):
+        dask_runner.run_batch(ref, trials, None)
+    shipped = dask_runner.run_batch(ref, trials, bundle)
+    assert sorted(shipped, key=lambda r: r.trial.id) == sorted(in_place, key=lambda r: r.trial.id)
+    assert [r.trial.id for r in shipped if r.faults] and (tmp_path / "cache" / ref.digest).is_dir()
+    bad = dict(bundle, **{ref.executable: b"not the model"})
+    dask_runner._PREPARED.clear()
+    shutil.rmtree(tmp_path / "cache")
+    with pytest.raises(RunError, match="does not match its hash"):
+        dask_runner.run_batch(ref, trials, bad)
 
 
 @pytest.mark.parametrize("address, expected", [("local", "local"), ("tcp://head-node:8786", "tcp://head-node:8786"),

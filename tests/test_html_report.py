@@ -16,7 +16,7 @@ import pytest
 from conftest import tiny_cnn
 
 from lltfi_mlir.campaign import Campaign, CampaignConfig
-from lltfi_mlir.campaign.html_report import ReadOnlyDatabase, clean_svg, render_report
+from lltfi_mlir.campaign.html_report import clean_svg, render_report
 from lltfi_mlir.cli import main
 
 HOSTILE_CONV = 'conv<script>alert("x")</script>&$x^2$'  # `$`: no mathtext in chart labels either
@@ -129,15 +129,6 @@ def test_report_shows_trials_ended_early(dbs, tmp_path):
     page = render_report([db])
     assert f"{expected} trials ended early" in page
     assert "fc&lt;img src=x onerror=alert(1)&gt;</td><td>" + str(expected) in page
-
-
-def test_databases_are_opened_read_only(dbs):
-    db = ReadOnlyDatabase(dbs[1][0])
-    try:
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            db.conn.execute("DELETE FROM trials")
-    finally:
-        db.close()
 
 
 def test_clean_svg_keeps_the_picture_and_drops_everything_active():

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
@@ -23,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LltfiError, UsageError
+from .database import CampaignDatabase
 from .outcomes import OUTCOMES
 from .propagation import instruction_graph, operator_graph
 from .report import ACTIVATED_OUTCOMES, summarize
@@ -33,35 +32,6 @@ MAX_BARS = 60         # rows per per-layer / per-opcode chart (the table lists t
 GRAPHS_PER_DB = 2     # propagation graphs drawn per traced database when no trial is chosen
 DOT_SECONDS = 60
 FOLD_ROWS = 12        # longer tables are folded under their chart
-
-
-class ReadOnlyDatabase:
-    """The read side of CampaignDatabase (`query`, `get_meta`) on a connection that cannot write."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise UsageError(f"campaign database not found: {self.path}")
-        self.conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
-        try:
-            self.columns = {row[1] for row in self.conn.execute("PRAGMA table_info(trials)")}
-            self.conn.execute("SELECT 1 FROM sites, meta LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as exc:
-            self.conn.close()
-            raise UsageError(f"{self.path} is not a campaign database: {exc}") from None
-        if not self.columns:
-            self.conn.close()
-            raise UsageError(f"{self.path} is not a campaign database: it has no trials table")
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self.conn.execute(sql, params).fetchall()
-
-    def get_meta(self, key: str, default=None):
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 # -- SVG ----------------------------------------------------------------------------------------------
@@ -303,13 +273,13 @@ def _overall(summary: dict, svg: _Svg) -> str:
     return "".join(parts)
 
 
-def _masking(db: ReadOnlyDatabase, svg: _Svg) -> str:
+def _masking(db: CampaignDatabase, svg: _Svg) -> str:
     """Where faults stopped mattering: the operator after which an early-ended trial's state was golden
     again (`masked_at`), and, when layers are traced, how many layers the corruption travelled."""
     parts = []
     graph = db.get_meta("graph") or []
     order = {n["name"]: i for i, n in enumerate(graph)}
-    if "masked_at" in db.columns:
+    if "masked_at" in {row[1] for row in db.query("PRAGMA table_info(trials)")}:
         counts = Counter(dict(db.query("SELECT masked_at, COUNT(*) FROM trials WHERE masked_at IS NOT NULL "
                                        "GROUP BY masked_at")))
         if counts:
@@ -360,7 +330,7 @@ def _dot_svg(dot_source: str) -> str:
     return proc.stdout
 
 
-def _graphs(db: ReadOnlyDatabase, chosen: Sequence[int], svg: _Svg) -> str:
+def _graphs(db: CampaignDatabase, chosen: Sequence[int], svg: _Svg) -> str:
     """Operator (and instruction) propagation graphs of the chosen trials, or of the first traced SDC
     and benign trials."""
     traced = bool(db.get_meta("trace_layers"))
@@ -406,7 +376,7 @@ def _layer_key(name: str) -> str:
 @dataclass
 class _Campaign:
     label: str
-    db: ReadOnlyDatabase
+    db: CampaignDatabase
     summary: dict
 
 
@@ -528,7 +498,7 @@ def render_report(db_paths: Sequence[str | Path], labels: Sequence[str] = (), tr
     svg = _Svg()
     try:
         for i, path in enumerate(db_paths):
-            db = ReadOnlyDatabase(path)
+            db = CampaignDatabase(path, create=False)  # read-only
             label = labels[i] if i < len(labels) else Path(path).stem
             campaigns.append(_Campaign(label, db, {}))
             campaigns[-1].summary = summarize(db)
