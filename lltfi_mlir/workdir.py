@@ -20,17 +20,24 @@ from pathlib import Path
 
 from .errors import UsageError
 
+def cache_dir() -> Path:
+    """Per-user cache (compiled runtime, locks, input links); LLTFI_CACHE overrides it."""
+    return Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
+
+
 @contextlib.contextmanager
 def locked(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `.<name>.lock` beside `path` (a work or build folder, which need
-    not exist yet): processes that build there wait for each other; the kernel drops the lock of a
-    process that dies."""
-    path = Path(path)
+    """Hold an exclusive `flock` for `path` (a work or build folder, which need not exist yet):
+    processes that build there wait for each other; the kernel drops the lock of a process that
+    dies. The lock file lives in the cache folder, named by the resolved path, so that no file is
+    left beside the user's folders."""
+    locks = cache_dir() / "locks"
+    name = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:24]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.parent / f".{path.name}.lock", "a")  # noqa: SIM115 (held for the block)
+        locks.mkdir(parents=True, exist_ok=True)
+        handle = open(locks / f"{name}.lock", "a")  # noqa: SIM115 (held for the block)
     except OSError as exc:
-        raise UsageError(f"cannot use the folder {path.parent}: {exc.strerror}") from None
+        raise UsageError(f"cannot create a lock in {locks}: {exc.strerror} (set LLTFI_CACHE)") from None
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

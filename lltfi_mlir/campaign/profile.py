@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError, RunError
+from ..workdir import cache_dir
 
 PROFILE_CACHE_VERSION = 1
 
@@ -50,10 +51,6 @@ def campaign_inputs_list(input_sets: list[list[Path]], directory: Path) -> Path:
     return write_inputs_list(input_sets, directory / f"inputs-{key}.txt")
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))
-
-
 def _listed(path: Path) -> str:
     """The path as the runtime can read it from a whitespace-separated list: a path holding
     whitespace or a control character is listed as a symbolic link (named by the path's hash, in
@@ -61,7 +58,7 @@ def _listed(path: Path) -> str:
     target = str(path.resolve())
     if target.isprintable() and not any(ch.isspace() for ch in target):
         return target
-    links = _cache_dir() / "input-links"
+    links = cache_dir() / "input-links"
     link = links / f"{hashlib.sha256(target.encode()).hexdigest()[:24]}.npy"
     if not link.is_symlink() or os.readlink(link) != target:
         links.mkdir(parents=True, exist_ok=True)
