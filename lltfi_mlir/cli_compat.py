@@ -67,7 +67,7 @@ def cmd_check_config(args: argparse.Namespace, console: Console) -> int:
         table.add_column(col, justify="right")
     for number, f in enumerate(config.faults):
         faults = str(f.max_multiple) if f.max_multiple == 1 else \
-            f"{f.max_multiple}, {f.window_start}..{f.window_len} apart"
+            f"{f.max_multiple}, {f.window_start}..{f.window_len or 'end of run'} apart"
         table.add_row(str(number), str(f.runs if f.runs is not None else config.runs), f.type,
                       "random" if f.bit is None else str(f.bit), str(f.num_bits), faults,
                       str(f.seed if f.seed is not None else config.seed),

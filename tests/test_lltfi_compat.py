@@ -297,6 +297,13 @@ def test_run_blocks_draw_with_their_own_seeds_and_timeouts():
     assert all(f.seed is None and f.timeout is None for f in overridden.faults) and overridden.seed == 5
 
 
+def test_max_multiple_without_a_window_spreads_over_the_run():
+    config = parse_config("runOption:\n  - run: {numOfRuns: 4, fi_max_multiple: 3}\n")
+    assert config.faults[0].window_len == 0 and not config.notes
+    trial = uniform_trial(config, [1000, 50], 1)
+    assert trial.fault.window_len == (999 if trial.input == 0 else 49)  # LLFI: window = cycles - 1
+
+
 def test_window_code_encodes_the_start():
     fault = parse_config("runOption:\n  - run: {numOfRuns: 1, fi_max_multiple: 3, "
                          "window_len_multiple_startindex: 10, window_len_multiple_endindex: 100}\n").faults[0]

@@ -41,6 +41,7 @@ class FaultConfig:
     num_bits: int = 1              # bits corrupted in one register (fi_num_bits)
     max_multiple: int = 1          # faults per run (fi_max_multiple)
     window_len: int = 1            # faults are window_start..window_len selected instances apart
+    #                                (0: up to the rest of the run, LLFI's fi_max_multiple without a window)
     runs: int | None = None        # numOfRuns of this entry (None: campaign default)
     cycle: int | None = None       # replay: the dynamic index (fi_cycle)
     seed: int | None = None        # fi_random_seed: this block's seed (None: the campaign's)

@@ -88,7 +88,7 @@ def print_plan(summary: dict, console: Console) -> None:
         table.add_column(col, justify="right")
     for b in summary["blocks"]:
         faults = str(b["max_multiple"]) if b["max_multiple"] == 1 else \
-            f"{b['max_multiple']}, {b['window'][0]}..{b['window'][1]} apart"
+            f"{b['max_multiple']}, {b['window'][0]}..{b['window'][1] or 'end of run'} apart"
         table.add_row(str(b["block"]), f"{b['trials']:,}", b["type"], faults, str(b["seed"]), f"{b['timeout']:g}")
     console.print(table)
     console.print(f"estimated time: {summary['estimated_seconds']:.1f} s for {summary['trials']:,} trials "

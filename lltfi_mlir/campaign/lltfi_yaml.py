@@ -319,8 +319,7 @@ def _run_block(reader: Reader, node: yaml.Node, out: LltfiConfig) -> dict:
         out.notes.append(f"run block at line {fields['line']}: a multiple-fault window without fi_max_multiple "
                          f"injects up to {LLTFI_DEFAULT_MULTIPLE} faults per run, as in LLTFI")
     if fields.get("max_multiple", 1) > 1 and "window_len" not in fields:
-        out.notes.append(f"run block at line {fields['line']}: fi_max_multiple without a window puts the faults "
-                         "on consecutive selected instances (give window_len_multiple to spread them)")
+        fields["window_len"] = 0  # LLFI: each next fault 1..(instances in the run - 1) after the previous
     if "timeOut" in keys:
         fields["timeout"] = _seconds(reader, keys["timeOut"], "timeOut")
     if "fi_random_seed" in keys:

@@ -7,7 +7,7 @@ resumed or repeated campaign draws exactly the same trials, in any order, on any
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -73,6 +73,8 @@ def uniform_trial(config: CampaignConfig, counts: Sequence[int], index: int) -> 
     target = flat - int(sum(counts[:input_index]))
     if fault.cycle is not None:
         target = fault.cycle
+    if fault.window_len == 0:  # LLFI's fi_max_multiple without a window: gaps up to the rest of the run
+        fault = replace(fault, window_len=max(1, int(counts[input_index]) - 1))
     seed = int(rng.integers(1, 2**62))
     return Trial(index, input_index, target, fault, fault.bit, seed)
 
