@@ -273,10 +273,19 @@ def _overall(summary: dict, svg: _Svg) -> str:
     return "".join(parts)
 
 
-def _masking(db: CampaignDatabase, svg: _Svg) -> str:
+def _masking(db: CampaignDatabase, summary: dict, svg: _Svg) -> str:
     """Where faults stopped mattering: the operator after which an early-ended trial's state was golden
     again (`masked_at`), and, when layers are traced, how many layers the corruption travelled."""
     parts = []
+    m = summary.get("masking")
+    if m and m.get("trials"):
+        line = (f"Ended early (masked): {m['ended_early']} of {m['trials']} trials "
+                f"({100 * m['ended_early'] / m['trials']:.1f}%); early ending "
+                f"{(m.get('early_end') or {}).get('reason', '-')}")
+        if "mean_work" in m:
+            line += (f"; work per trial: {100 * m['mean_work']:.1f}% of an inference "
+                     f"({100 * m['mean_work_without_early_end']:.1f}% without early ending)")
+        parts.append(f"<p>{_e(line)}.</p>")
     graph = db.get_meta("graph") or []
     order = {n["name"]: i for i, n in enumerate(graph)}
     if "masked_at" in {row[1] for row in db.query("PRAGMA table_info(trials)")}:
@@ -421,7 +430,7 @@ def _section(c: _Campaign, index: int, chosen: Sequence[int], svg: _Svg) -> str:
     if s["by_bit"]:
         parts += ["<h3>SDC per bit position</h3>", _bit_chart(svg, {c.label: s["by_bit"]}),
                   _groups_table(s["by_bit"], "bit")]
-    masking = _masking(c.db, svg)
+    masking = _masking(c.db, s, svg)
     if masking:
         parts += ["<h3>Masking</h3>", masking]
     if "propagation" in s:
