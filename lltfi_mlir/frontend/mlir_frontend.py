@@ -17,7 +17,6 @@ from mlir import ir
 from ..errors import UsageError
 from .c_frontend import PROGRAM_ENTRY
 
-MLIR_SUFFIXES = {".mlir"}
 # Upstream passes that bring func/arith/scf/cf/memref/math modules down to the LLVM dialect.
 DEFAULT_LOWERING = ("builtin.module(convert-scf-to-cf,expand-strided-metadata,finalize-memref-to-llvm,"
                     "convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,convert-func-to-llvm,"
@@ -25,10 +24,6 @@ DEFAULT_LOWERING = ("builtin.module(convert-scf-to-cf,expand-strided-metadata,fi
 ENTRY_PREFIX = "__lltfi_entry_"   # a renamed entry that the driver reaches through a wrapper
 NAME_ATTR = "lltfi.name"          # the name a renamed function is reported under (sites, selection)
 DRIVER_ATTR = "lltfi.driver"      # a wrapper generated here: never a fault site
-
-
-def is_mlir_source(path: str | Path) -> bool:
-    return Path(path).suffix in MLIR_SUFFIXES
 
 
 def _first_diagnostic(exc: Exception) -> str:
