@@ -26,6 +26,7 @@ from rich.table import Table
 
 from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig
+from lltfi_mlir.campaign.stats import wilson
 from lltfi_mlir.compiler import SidOptions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +44,16 @@ def instances(campaign: Campaign) -> float:
     return statistics.mean(p.total for p in campaign.profiles)
 
 
-def expected_sdcs(summary: dict, per_inference: float) -> float:
+def expected_sdcs(summary: dict, per_inference: float) -> tuple[float, float, float]:
     """Expected SDCs per inference when every selected dynamic instance fails at the same small rate
-    (in units of that rate): the chance that a fault is an SDC, times how many instances can fail."""
-    return summary["outcomes"]["sdc"]["count"] / summary["trials"] * per_inference if summary["trials"] else 0.0
+    (in units of that rate): the chance that a fault is an SDC, times how many instances can fail;
+    with the 95% Wilson interval of that chance."""
+    rate, low, high = wilson(summary["outcomes"]["sdc"]["count"], summary["trials"])
+    return rate * per_inference, low * per_inference, high * per_inference
+
+
+def fmt_expected(value: tuple[float, float, float]) -> str:
+    return f"{value[0]:,.0f} [{value[1]:,.0f}, {value[2]:,.0f}]"
 
 
 def pct(entry: dict) -> str:
@@ -69,7 +76,7 @@ def main() -> None:
     table = Table(title=f"SID on {args.operators}: faults in {args.operators} arithmetic, {args.trials} trials "
                         "each (llc -O0), overhead = hardened / unprotected inference time")
     for col in ["model", "technique", "correction", "SDC/fault unprotected", "SDC/fault hardened", "reduction",
-                "instances", "SDC/inference (x rate)", "vs unprotected", "overhead"]:
+                "instances", "SDCs/inference x rate [95%]", "vs unprotected", "overhead"]:
         table.add_column(col, justify="right")
     for name in args.models:
         model = ROOT / "examples" / name / "model.onnx"
@@ -81,13 +88,14 @@ def main() -> None:
             base_summary = campaign.run(args.trials, progress=False)
             base, base_instances = base_summary["outcomes"]["sdc"], instances(campaign)
             base_expected = expected_sdcs(base_summary, base_instances)
-        table.add_row(name, "none", "-", pct(base), "", "", f"{base_instances:,.0f}", f"{base_expected:,.1f}", "1.00",
-                      "")
+        table.add_row(name, "none", "-", pct(base), "", "", f"{base_instances:,.0f}", fmt_expected(base_expected),
+                      "1.00", "")
         for technique, correction in COMBINATIONS:
             label = f"{technique}-{correction}"
             with console.status(f"{name}: {label}"):
                 sid = SidOptions(technique, correction, operators)
-                hard = compile_onnx(model, tmp / name / label, CompileOptions(sid=sid))
+                # the unprotected program's code generation: the same loops, so the same instances per fault site
+                hard = compile_onnx(model, tmp / name / label, CompileOptions(codegen="reference", sid=sid))
                 campaign = Campaign.from_build(hard.directory, config, inputs, db=tmp / name / f"{label}.db")
                 summary = campaign.run(args.trials, progress=False)
                 result, hard_instances = summary["outcomes"]["sdc"], instances(campaign)
@@ -99,8 +107,8 @@ def main() -> None:
                     ratios.append(h / p)
             reduction = (1 - result["rate"] / base["rate"]) * 100 if base["rate"] else float("nan")
             table.add_row(name, technique, correction, pct(base), pct(result), f"{reduction:.1f}%",
-                          f"{hard_instances:,.0f}", f"{expected:,.1f}",
-                          f"{expected / base_expected:.2f}" if base_expected else "n/a",
+                          f"{hard_instances:,.0f}", fmt_expected(expected),
+                          f"{expected[0] / base_expected[0]:.2f}" if base_expected[0] else "n/a",
                           f"{100 * (statistics.median(ratios) - 1):+.1f}%")
     console.print(table)
 
