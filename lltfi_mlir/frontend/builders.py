@@ -103,16 +103,16 @@ class ConstantPool:
         self.reader: str | None = None  # set by the importer for each node
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
-        # (np.ascontiguousarray alone would turn a 0-d array into shape (1,).)
-        array = np.ascontiguousarray(array).reshape(np.shape(array))
-        if array.dtype.name in _SIGNED_VIEW:
-            array = array.view(_SIGNED_VIEW[array.dtype.name])
-        ttype = tensor_type(array.shape, elem)
         """A constant tensor of the array's own element type (float32 unless it has another)."""
         array = np.asarray(array)
         elem = numpy_element(array.dtype) or f32()
         if array.dtype.name not in _NUMPY_ELEMENTS:
             array = array.astype(np.float32)
+        # (np.ascontiguousarray alone would turn a 0-d array into shape (1,).)
+        array = np.ascontiguousarray(array).reshape(np.shape(array))
+        if array.dtype.name in _SIGNED_VIEW:
+            array = array.view(_SIGNED_VIEW[array.dtype.name])
+        ttype = tensor_type(array.shape, elem)
         if array.size <= RESOURCE_THRESHOLD:
             attr = ir.DenseElementsAttr.get(array, type=ttype)
         else:
@@ -186,11 +186,11 @@ def reassociation_all(rank: int) -> list[list[int]]:
 def reshape(value: ir.Value, new_shape: Sequence[int]) -> ir.Value:
     """Any contiguous reshape: collapse to 1-D, then expand. Both become views after bufferization."""
     old_shape = shape_of(value)
+    elem = elem_of(value)
     new_shape = tuple(int(d) for d in new_shape)
     if old_shape == new_shape:
         return value
     assert int(np.prod(old_shape)) == int(np.prod(new_shape)), (old_shape, new_shape)
-    elem = elem_of(value)
     # Rank 0 <-> all-ones shapes: one collapse/expand with no reassociation groups.
     if not old_shape:
         return tensor.ExpandShapeOp(tensor_type(new_shape, elem), value, reassociation_attr([]), [],
