@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..errors import RunError, UsageError
+from ..errors import LltfiError, RunError, UsageError
 from .executor import LocalExecutor, ProgramRun, RawResult
 from .plan import Trial
 from .walk_executor import WalkExecutor
@@ -203,11 +203,15 @@ class DaskExecutor:
         seen: set[int] = set()
         try:
             bundle = None
-            in_place = not self.ship and all(client.run(sees_build, self.ref).values())
+            try:
+                in_place = not self.ship and all(client.run(sees_build, self.ref).values())
+            except Exception as exc:  # e.g. a worker without lltfi-mlir installed
+                raise RunError(f"the Dask workers cannot check the build: {type(exc).__name__}: {exc} "
+                               "(workers need lltfi-mlir installed)") from None
             if not in_place:
                 bundle = client.scatter([read_bundle(self.ref)], hash=False)[0]
-            threads = max(sum(client.nthreads().values()), 1)
             done = as_completed()
+            exhausted = False
 
             def submit(chunk: list[Trial]) -> bool:
                 if not chunk:
@@ -217,9 +221,14 @@ class DaskExecutor:
                 done.add(future)
                 return True
 
-            for _ in range(BATCHES_PER_THREAD * threads):
-                if not submit(_take(pending, self.batch)):
-                    break
+            def top_up() -> None:
+                """BATCHES_PER_THREAD batches per worker thread now in the cluster (it may grow or shrink)."""
+                nonlocal exhausted
+                threads = max(sum(client.nthreads().values()), 1)
+                while not exhausted and len(batches) < BATCHES_PER_THREAD * threads:
+                    exhausted = not submit(_take(pending, self.batch))
+
+            top_up()
             for future in done:
                 chunk = batches.pop(future)
                 try:
@@ -229,11 +238,16 @@ class DaskExecutor:
                         bundle = client.scatter([read_bundle(self.ref)], hash=False)[0]
                     submit(chunk)
                     continue
+                except LltfiError:
+                    raise
+                except Exception as exc:  # e.g. KilledWorker: the batch's workers died too often
+                    raise RunError(f"a batch of trials failed on the Dask cluster: {type(exc).__name__}: "
+                                   f"{str(exc)[:300]}") from None
                 for result in results:
                     if result.trial.id not in seen:
                         seen.add(result.trial.id)
                         yield result
-                submit(_take(pending, self.batch))
+                top_up()
         finally:
             for future in batches:
                 future.cancel()
