@@ -166,3 +166,17 @@ def test_onnx_build_module_selects_operators_through_its_manifest(tmp_path):
     assert {"fmul", "fadd", "select", "inline_asm"} <= {s.opcode for s in sites}
     with ir.Context(), pytest.raises(UsageError, match="manifest="):
         pass_manager(f"lltfi-instrument{{manifest={tmp_path / 'missing.json'}}}")
+
+
+def test_embedding_example_prints_the_numpy_outputs(tmp_path, monkeypatch):
+    """examples/embedding/mlp.py: the model built with the MLIR Python API, lowered by its own pipeline
+    with the lltfi passes in the same PassManager, prints what numpy computes, hardened or not."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples" / "embedding"))
+    import mlp
+
+    report = mlp.run(tmp_path, trials=60)
+    expected = [f"{v:.6f}" for v in mlp.numpy_outputs()]
+    assert report["unprotected"]["output"] == report["hardened"]["output"] == expected
+    assert report["unprotected"]["sites"] == 5  # dense1: fmul, fadd, maximum; dense2: fmul, fadd
+    assert report["hardened"]["sites"] > 5 * report["unprotected"]["sites"]
+    assert report["hardened"]["summary"]["trials"] == 60

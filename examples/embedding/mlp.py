@@ -16,13 +16,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from lltfi_mlir.dialect_passes.pipeline import InstrumentPass, SidPass
+from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 from mlir import ir, passmanager
 from mlir.dialects import arith, func, memref, scf
 
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.compiler import compile_mlir
-from lltfi_mlir.dialect_passes.pipeline import InstrumentPass, SidPass
-from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal(4).astype(np.float32)

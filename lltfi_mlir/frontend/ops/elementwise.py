@@ -33,8 +33,9 @@ def binary(imp: Importer, node: onnx.NodeProto) -> list:
         c = imp.pool.constant(exponent.astype(np.float32), node.input[1])
     else:
         c = imp.value(node.input[1])
-    if node.op_type == "Pow" and b.elem_of(c) != b.elem_of(a):
-        raise imp.error("Pow with an exponent of another element type computed at run time is not supported")
+    if node.op_type == "Pow" and b.elem_of(c) != b.elem_of(a):  # run-time exponent of another type
+        base, unsigned_exponent = b.elem_of(a), imp.unsigned(node.input[1])
+        c = b.elementwise([c], lambda e: sc.convert(e, base, unsigned_exponent), out_elem=base)
     attrs = imp.attrs(node)
     if imp.opset < 7 and attrs.get("broadcast", 0):
         # Legacy (opset < 7) broadcasting: B's shape matches a contiguous run of A's dims starting
