@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InputError, LltfiError, UsageError
+from .errors import LltfiError, UsageError
 from .terminal import plain, safe
 
 
@@ -331,12 +331,9 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> ExitCode:
     from .build import Build
 
     build = Build(args.build)
-    arrays = []
-    for path in args.input:
-        try:
-            arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError, EOFError, MemoryError) as exc:
-            raise InputError(f"cannot read {path} as .npy: {exc}") from None
+    from .campaign.inputs import load_npy
+
+    arrays = [load_npy(Path(path)) for path in args.input]
     if args.output and len(args.output) != len(build.outputs):
         raise UsageError(f"--output given {len(args.output)} time(s); the model has "
                          f"{len(build.outputs)} output(s)")
@@ -382,7 +379,8 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
     report = build.manifest["sid"]
     what = (f"{report['duplicated_nodes']} operator node(s) duplicated" if args.sid == "od"
             else f"{report['duplicated_instructions']} instruction(s) duplicated")
-    console.print(f"hardened {safe(args.model)} -> {safe(build.executable)} ({args.sid}, correct={args.correct}): {what}, "
+    console.print(f"hardened {safe(args.model)} -> {safe(build.executable)} ({args.sid}, correct={args.correct}): "
+                  f"{what}, "
                   f"{report['checks']} check(s) inserted")
     return ExitCode.OK
 
@@ -526,7 +524,7 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> ExitCode:
     from .campaign.html_report import write_report
 
     out = write_report(args.db, args.output, args.label, args.trial, args.title)
-    console.print(f"wrote {out}", markup=False, soft_wrap=True)
+    console.print(f"wrote {plain(out)}", markup=False, soft_wrap=True)
     return ExitCode.OK
 
 

@@ -20,9 +20,9 @@ from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from
 from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .workdir import replace_folder, stage_folder, weights_digest
 from .llvm_backend.codegen import assemble, build_native, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
+from .workdir import replace_folder, stage_folder, weights_digest
 
 STEM = "model"
 

@@ -14,7 +14,8 @@ from rich.markup import escape
 
 # ESC-introduced sequences (CSI, OSC, two-character escapes), then any other C0/C1 control
 # character, DEL, and the Unicode bidirectional overrides that reorder what is displayed.
-_ESCAPE_SEQUENCE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_]?)|\x9b[0-?]*[ -/]*[@-~]")
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-_]?)"
+                              r"|\x9b[0-?]*[ -/]*[@-~]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 

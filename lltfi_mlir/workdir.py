@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
+
 def cache_dir() -> Path:
     """Per-user cache (compiled runtime, locks, input links); LLTFI_CACHE overrides it."""
     return Path(os.environ.get("LLTFI_CACHE", Path.home() / ".cache" / "lltfi-mlir"))

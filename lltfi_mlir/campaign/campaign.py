@@ -41,8 +41,7 @@ from .memory import WeightTarget, check_memory_campaign, uninstrumented, weight_
 from .memory import population as memory_population
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
-from .profile import (InputProfile, campaign_inputs_list, load_profiles, profile_cache_path, run_profile,
-                      save_profiles)
+from .profile import InputProfile, campaign_inputs_list, load_profiles, profile_cache_path, run_profile, save_profiles
 from .propagation import layer_rows
 from .report import summarize
 from .stats import planned_trials, wilson

@@ -87,7 +87,7 @@ class CampaignDatabase:
             tables = _tables(conn)
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"{self.path} is not a campaign database ({exc})") from None
-        if not CAMPAIGN_TABLES <= tables:
+        if not tables >= CAMPAIGN_TABLES:
             conn.close()
             raise UsageError(f"{self.path} is not a campaign database (it has no "
                              f"{', '.join(sorted(CAMPAIGN_TABLES - tables))} table); give the .db file a campaign "
