@@ -1,6 +1,6 @@
 """The paper's study on the bundled example models, in one command, with a report.
 
-    python examples/study/study.py [-o study-out] [--scale tiny|small|full] [--jobs J] [--seed S]
+    python examples/study/study.py [-o study-out] [--scale tiny|small|full] [--jobs J] [--seed S] [--no-html]
 
 - RQ0: the same CNN exported by PyTorch's TorchScript exporter (`cnn_fmnist`, opset 17, and
   `cnn_fmnist_legacy`, opset 13), its dynamo exporter (`cnn_fmnist_dynamo`) and the same architecture
@@ -13,7 +13,7 @@
 - Weight faults (which the paper did not have) vs instruction faults, and the bits that matter.
 
 Writes `report.json` (every number), `report.md` (the tables) and, when the HTML report is
-available, `report.html` (`lltfi-mlir report` over every database). Every campaign is a database
+available, `report.html` (`lltfi-mlir report` over every database; --no-html skips it). Every campaign is a database
 under `db/`, so any number can be looked at again with `lltfi-mlir results` or `replay`. Builds are
 cached under `work/`: a second run with a larger --scale recompiles nothing.
 """
@@ -257,13 +257,14 @@ def main(argv: list[str] | None = None) -> int:
                         "full: 3000 trials, five models")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", "-j", type=int, help="trials run at once (default: one per core)")
+    parser.add_argument("--no-html", action="store_true", help="write report.md and report.json only")
     args = parser.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     report = Study(out, SCALES[args.scale], args.seed, args.jobs).all()
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "report.md").write_text(markdown(report))
-    page = write_html(report, out)
+    page = None if args.no_html else write_html(report, out)
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}" + (f", {page}" if page else ""))
     return 0
 
