@@ -205,3 +205,15 @@ def test_bad_modules_are_one_line_errors(text, message, tmp_path, capsys):
     assert main(["compile", str(tmp_path / "bad.mlir"), "-o", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_harden_module_options(loop, tmp_path, capsys):
+    root, _ = loop
+    source = str(root / "loop.mlir")
+    assert main(["harden", source, "--sid", "od", "--correct", "min", "-o", str(tmp_path / "od")]) == 2
+    assert "od needs an ONNX graph" in capsys.readouterr().err
+    assert main(["harden", source, "--sid", "aid", "--operators", "Conv", "-o", str(tmp_path / "op")]) == 2
+    assert main(["harden", source, "--sid", "aid", "--nodes", "nothing", "-o", str(tmp_path / "n")]) == 2
+    assert main(["harden", source, "--sid", "aid", "--nodes", "scale,step", "-o", str(tmp_path / "h")]) == 0
+    assert "2 instruction(s) duplicated, 2 check(s) inserted" in " ".join(capsys.readouterr().out.split())
+    assert subprocess.run([str(tmp_path / "h" / "model")], capture_output=True, text=True).stdout == "35\n"
