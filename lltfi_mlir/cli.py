@@ -296,7 +296,7 @@ def _cmd_compile(args: argparse.Namespace, console: Console) -> ExitCode:
             build = compile_mlir(args.model[0], args.output, args.entry or "main", args.opt_level or 0)
         total = sum(build.manifest["seconds"].values())
         console.print(f"compiled {safe(args.model[0])} -> {safe(build.executable)} in {total:.2f} s (run it as "
-                      f"the program; inject with: lltfi-mlir inject {safe(args.output)} -- ARGS)")
+                      f"the program; inject with: lltfi-mlir inject {safe(args.output)} -- ARGS)", soft_wrap=True)
         return ExitCode.OK
     if all(is_program_source(m) for m in args.model):
         import shlex
@@ -367,7 +367,7 @@ def _cmd_harden(args: argparse.Namespace, console: Console) -> ExitCode:
         report = build.manifest["sid"]
         console.print(f"hardened {safe(args.model)} -> {safe(build.executable)} ({args.sid}, correct={args.correct}): "
                       f"{report['duplicated_instructions']} instruction(s) duplicated, {report['checks']} check(s) "
-                      "inserted")
+                      "inserted", soft_wrap=True)
         return ExitCode.OK
     if args.sid == "od" and args.correct != "min":
         raise UsageError("--sid od combines the two copies with ONNX Min: use --correct min")
