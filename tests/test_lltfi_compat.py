@@ -596,3 +596,34 @@ def test_a_bit_beyond_the_registers_is_refused(min_build, tmp_path):
     campaign = Campaign.from_build(out, config, db=tmp_path / "b.db")
     with pytest.raises(UsageError, match=r"bit 40 is beyond the selected registers \(the widest has 1 bit: "):
         campaign.prepare()  # min() has one integer instruction: the compare, an i1
+
+
+def test_any_yaml_is_a_config_or_one_config_error():
+    """Property: whatever mapping of (known and unknown) keys to (odd) values, parse_config returns a
+    config or raises ConfigError with a bounded message; never another exception."""
+    import yaml
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from lltfi_mlir.campaign.lltfi_yaml import COMPILE_KEYS, RUN_KEYS
+
+    names = st.sampled_from(list(RUN_KEYS + COMPILE_KEYS) + ["runOption", "compileOption", "run", "select", "sdc",
+                                                             "campaign", "fault", "include", "options", "k",
+                                                             "timeout", "seed", "runs", "criterion", "files",
+                                                             "insttype", "customInstselector", "bogus"])
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                        st.sampled_from(["bitflip", "all", "-layerNo=0", "-injecttoindex=3", "CustomTensorOperator",
+                                         "llfiindex", "forward", "dstreg", "fp", "True", "fadd"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                           st.dictionaries(names, inner, max_size=4)), max_leaves=20)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+    @given(st.dictionaries(names, values, max_size=5))
+    def check(document):
+        try:
+            parse_config(yaml.dump(document, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)), "fuzz.yaml")
+        except ConfigError as exc:
+            assert str(exc).startswith("fuzz.yaml") and len(str(exc)) < 1200
+
+    check()
