@@ -127,10 +127,13 @@ class CampaignDatabase:
         elif existing != identity:
             changed = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
             if {"model", "weights"} & set(changed):
+                why = ("it was written before weights were part of a campaign's identity"
+                       if "weights" not in existing and existing.get("model") == identity.get("model")
+                       else "its code or weights changed")
                 raise UsageError(f"{self.path} holds a campaign of another model (content hash "
                                  f"{existing.get('model')}/{existing.get('weights', '-')}, this model "
-                                 f"{identity.get('model')}/{identity.get('weights', '-')}: its code or weights "
-                                 "changed); its trials cannot be resumed with this model: use another --db")
+                                 f"{identity.get('model')}/{identity.get('weights', '-')}: {why}); its trials "
+                                 "cannot be resumed with this model: use another --db")
             raise UsageError(f"{self.path} holds a different campaign (differs in: {', '.join(changed)}); "
                              "use another --db or remove this file")
 
