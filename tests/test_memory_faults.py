@@ -104,6 +104,29 @@ def test_exhaustive_weight_campaign_matches_numpy(model_dir):
     db.close()
 
 
+def test_weight_faults_with_layer_tracing(model_dir):
+    """Layer tracing of weight faults: the reading layer's output has exactly the one element numpy says
+    changed (W[k, n] -> h[n]; B[n] -> y[n]), and the results carry Table II."""
+    config = parse_config(CONFIG.replace("seed: 3", "seed: 9, trace_layers: true"))
+    campaign = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs", out_dir=model_dir / "work",
+                                  jobs=2)
+    summary = campaign.run(150, progress=False)
+    assert summary["propagation"]["trials"] > 0
+    db = sqlite3.connect(campaign.db_path)
+    tensors = dict(db.execute("SELECT id, function FROM sites").fetchall())
+    traced = {(t, n): c for t, n, c in db.execute("SELECT trial, node, corrupted FROM layer_trace")}
+    golden_h = numpy_model(W, np.zeros_like(B))
+    for trial, site, element, bit in db.execute("SELECT id, site, dyn_index, bit FROM trials"):
+        if tensors[site] == "W":
+            h = numpy_model(flipped(W, element, bit), np.zeros_like(B))
+            expected = 1 if differs(golden_h, h) else None
+            assert traced.get((trial, "mm")) == expected, (trial, element, bit)
+        else:
+            expected = 1 if differs(B, flipped(B, element, bit)) else None
+            assert (trial, "mm") not in traced and traced.get((trial, "add")) == expected
+    db.close()
+
+
 def test_exhaustive_activation_campaign_matches_numpy(model_dir):
     """Every (element, bit) of the MatMul's output buffer: SDC exactly when numpy's h with that bit
     flipped, plus B, changes the output."""

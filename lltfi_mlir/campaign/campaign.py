@@ -251,12 +251,16 @@ class Campaign:
         self.all_shapes = [t.shape for t in self.work_build.all_outputs]
         self.all_dtypes = [t.dtype for t in self.work_build.all_outputs]
         if self.config.target == "weights":
-            self.weight_targets = weight_targets(self.build, self.config.selector, self.config.tensors)
-            self.instrumented = uninstrumented(self.build)
+            # On the traced build when layers are traced: the same tensors, in its own weight table.
+            self.weight_targets = weight_targets(self.work_build, self.config.selector, self.config.tensors)
+            if self.work_build is not self.build and [(t.tensor, t.count) for t in self.weight_targets] != [
+                    (t.tensor, t.count) for t in weight_targets(self.build, self.config.selector, self.config.tensors)]:
+                raise UsageError("the layer-tracing build stores other weight tensors than the plain build")
+            self.instrumented = uninstrumented(self.work_build)
         else:
             self.instrumented = instrument_build(self.work_build, selector)
             self._check_bits()
-        if self.config.trace_layers and self.work_build is not self.build:
+        if self.config.trace_layers and self.work_build is not self.build and not self.weight_targets:
             plain = instrument_build(self.build, self.config.selector)
             if [(s.opcode, s.node, s.register) for s in plain.sites] != \
                     [(s.opcode, s.node, s.register) for s in self.instrumented.sites]:

@@ -151,8 +151,8 @@ def check_memory_campaign(config: CampaignConfig, build: Build, engine: str | No
         return
     if config.level != "instruction":
         raise UsageError("weight faults and --level operator do not combine (choose one fault target)")
-    if config.trace_layers or config.max_trace:
-        raise UsageError("propagation tracing of weight faults is not supported")
+    if config.max_trace:
+        raise UsageError("weight faults change no instruction: trace them with --trace layers, not instructions")
     if config.draw == "per_layer":
         raise UsageError("per-layer draws are for instruction faults; weight faults draw uniformly or exhaustively")
     if engine == "walk":
