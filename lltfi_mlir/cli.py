@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run (or resume) a fault-injection campaign on a model or a build directory. "
                        "The YAML config accepts LLTFI's input.yaml keys (compileOption, runOption) and a native "
                        "schema (select, fault, campaign, sdc). Re-running the same command resumes.")
-    p.add_argument("target", help="ONNX model file or build directory")
+    p.add_argument("target", help="ONNX model file, MLIR module (.mlir, compiled as a program; entry main) or "
+                   "build directory")
     p.add_argument("-c", "--config", help="YAML configuration (default: paper defaults: single bit flips in the "
                    "destination registers of floating-point arithmetic inside the model's operators)")
     p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
@@ -431,6 +432,12 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
                                        tuple(args.output_file))
     if target.is_dir():
         campaign = Campaign.from_build(target, config, args.inputs, **kwargs)
+    elif target.suffix == ".mlir":  # an MLIR module: compiled as a program (see compile --help)
+        from .compiler import compile_mlir
+
+        work = Path(args.output) if args.output else Path("lltfi-out") / target.stem
+        build = compile_mlir(target, work / "build", opt_level=args.opt_level or 0)
+        campaign = Campaign.from_build(build.directory, config, args.inputs, **kwargs)
     else:
         campaign = Campaign.from_onnx(target, config, args.inputs, out_dir=args.output, opt_level=args.opt_level,
                                       codegen=args.codegen, **kwargs)
@@ -438,7 +445,7 @@ def _cmd_inject(args: argparse.Namespace, console: Console) -> ExitCode:
     if args.dry_run:
         from .campaign.dry_run import plan, print_plan
 
-        print_plan(plan(campaign, args.runs), console)
+        print_plan(plan(campaign, args.runs, args.exhaustive), console)
         return ExitCode.OK
     summary = campaign.run(args.runs, margin=args.margin, exhaustive=args.exhaustive, progress=not args.quiet)
     if campaign.self_check.startswith("skipped"):
@@ -487,10 +494,9 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> ExitCode:
     import dataclasses
 
     from .campaign import Campaign, load_config
-    from .campaign.config import with_overrides
+    from .campaign.config import check_runs, with_overrides
 
-    if args.runs < 1:
-        raise UsageError(f"--runs {args.runs}: must be at least 1")
+    check_runs(args.runs)
     base = with_overrides(load_config(args.config), seed=args.seed)
     rates = {}
     for level in ("instruction", "operator"):

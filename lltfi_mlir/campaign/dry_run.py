@@ -16,13 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ..terminal import safe
-from .plan import block_of
 
 # Per trial on top of the program's own run: fork, pipes, bookkeeping (measured here: ~1-3 ms).
 TRIAL_OVERHEAD_S = 0.003
 
 
-def plan(campaign, runs: int | None = None) -> dict:
+def plan(campaign, runs: int | None = None, exhaustive: bool = False) -> dict:
     """Prepare `campaign` (build, instrument, profile; no database is kept) and describe its trials."""
     real_db = campaign.db_path
     with tempfile.TemporaryDirectory(prefix="lltfi-dry-run-") as tmp:
@@ -45,9 +44,21 @@ def plan(campaign, runs: int | None = None) -> dict:
             groups[kind][key][0] += 1
             groups[kind][key][1] += n
     total = runs if runs is not None else config.runs
+    if exhaustive or config.draw == "exhaustive":  # every (instance, bit) of the widest register
+        from .campaign import WIDTH
+        from .plan import exhaustive_size
+
+        total = exhaustive_size([p.total for p in campaign.profiles], max(WIDTH.get(s.type, 64) for s in sites))
     per_block = [0] * len(config.faults)
-    for index in range(min(total, 10**7)):
-        per_block[block_of(config, index)] += 1
+    if exhaustive or config.draw == "exhaustive":
+        per_block[0] = total  # exhaustive trials use the first fault model
+    else:
+        start = 0
+        for number, fault in enumerate(config.faults):  # as plan.block_of numbers them
+            runs_here = fault.runs if fault.runs is not None else config.runs
+            last = number == len(config.faults) - 1
+            per_block[number] = max(0, total - start) if last else max(0, min(runs_here, total - start))
+            start += runs_here
     golden = max(p.golden_seconds for p in campaign.profiles)
     share = 0.5 if campaign.engine == "walk" else 1.0  # a walk trial runs the rest of one inference
     seconds = total * (golden * share + TRIAL_OVERHEAD_S) / max(campaign.jobs, 1)
