@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    p = sub.add_parser("compile", help="compile an ONNX model (or C/C++ sources, or an MLIR module) to a native program",
+    p = sub.add_parser("compile", help="compile an ONNX model (or C/C++ sources, an MLIR module) to a native program",
                        description="Compile an ONNX model through MLIR and LLVM to a native program. "
                        "Writes model.linalg.mlir, model.llvm.mlir (with locations), model.ll, the "
                        "executable 'model' and manifest.json into the output directory. C/C++ sources "

@@ -217,3 +217,15 @@ def test_harden_module_options(loop, tmp_path, capsys):
     assert main(["harden", source, "--sid", "aid", "--nodes", "scale,step", "-o", str(tmp_path / "h")]) == 0
     assert "2 instruction(s) duplicated, 2 check(s) inserted" in " ".join(capsys.readouterr().out.split())
     assert subprocess.run([str(tmp_path / "h" / "model")], capture_output=True, text=True).stdout == "35\n"
+
+
+def test_inject_a_module_file_then_resume_and_replay(loop, tmp_path, capsys):
+    root, _ = loop
+    args = ["inject", str(root / "loop.mlir"), "-o", str(tmp_path / "work"), "--quiet", "--seed", "3"]
+    assert main([*args, "--runs", "10"]) == 0
+    assert main([*args, "--runs", "15"]) == 0  # resumes: same module, same campaign database
+    (db,) = (tmp_path / "work").glob("campaign-*.db")
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM trials").fetchone() == (15,)
+    capsys.readouterr()
+    assert main(["replay", str(db), "--trial", "7"]) == 0
+    assert "outcome now" in capsys.readouterr().out
