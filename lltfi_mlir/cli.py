@@ -604,7 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             return ExitCode.USAGE
         return COMMANDS[args.command](args, console)
     except LltfiError as exc:
-        message = plain(" ".join(str(exc).split()))
+        message = plain(" ".join(str(exc)[:4000].split()))  # one bounded line, whatever the value inside
+        if len(message) > 1000:
+            message = message[:1000] + " ..."
         errors.print(f"lltfi-mlir: error: {message}", markup=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:

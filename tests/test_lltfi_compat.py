@@ -333,6 +333,11 @@ def test_window_code_encodes_the_start():
     ("compileOption:\n  regloc: dstreg\nrunOption:\n  - run:\n      numOfRuns: 1\n      fi_reg_index: 2\n",
      ":6: fi_reg_index 2: regloc dst has no register number 2"),
     ("runOption:\n  - run:\n      numOfRuns: 1\n      fi_type: bitflip/stuck_at_0/stuck_at_1\n", "is not one of"),
+    ("compileOption:\n  instSelMethod: custominstselector\n  customInstSelector: onlymain\n",
+     ":3: customInstselector 'onlymain' is an LLFI C++ plugin that does not exist here"),
+    ("compileOption:\n  instSelMethod:\n    - customInstselector:\n        include: [llfiindex]\n"
+     "        options: [-injecttoindex=x]\n", ":5: llfiindex option '-injecttoindex=x'"),
+    ("defaultTimeout: 5\ndefaultTimeOut: 6\n", ":2: defaultTimeout and defaultTimeOut both set"),
 ])
 def test_refusals_name_the_key_and_line(text, message):
     with pytest.raises(ConfigError) as info:
@@ -627,3 +632,14 @@ def test_any_yaml_is_a_config_or_one_config_error():
             assert str(exc).startswith("fuzz.yaml") and len(str(exc)) < 1200
 
     check()
+
+
+def test_cc_wrapper_reads_compiler_arguments():
+    from lltfi_mlir.frontend.cc_wrapper import _parse
+
+    sources, objects, flags, output = _parse(["-O2", "-g", "-Wall", "-DN=3", "-I", "inc", "-std=gnu89", "-c",
+                                              "src/a.c", "-o", "obj/a.o", "-fPIC", "-Wl,-z,now", "-lm"])
+    assert (sources, objects, output) == (["src/a.c"], [], "obj/a.o")
+    assert flags == ["-Wall", "-DN=3", "-I", "inc", "-std=gnu89"]  # -O/-g/-fPIC/linker flags: ours or irrelevant
+    sources, objects, flags, output = _parse(["main.o", "util.o", "libx.a", "-o", "prog", "-L", "lib", "-lm"])
+    assert (sources, objects, output) == ([], ["main.o", "util.o", "libx.a"], "prog")

@@ -62,7 +62,8 @@ def read_lltfi(reader: Reader, top: dict[str, yaml.Node], opcodes) -> LltfiConfi
                 raise reader.fail(top["kernelOption"], f"kernelOption: {short(option)} is not an LLFI kernel option "
                                                        "(LLFI knows forceRun)")
         out.notes.append("kernelOption forceRun has no counterpart: lltfi-mlir never stops to ask for confirmation")
-    timeouts = [k for k in ("defaultTimeOut", "defaultTimeout", "timeOut") if k in top]
+    timeouts = sorted((k for k in ("defaultTimeOut", "defaultTimeout", "timeOut") if k in top),
+                      key=lambda k: top[k].start_mark.line)
     if len(timeouts) > 1:
         raise reader.fail(top[timeouts[1]], f"{timeouts[0]} and {timeouts[1]} both set the default timeout; keep one")
     if timeouts:
