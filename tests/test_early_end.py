@@ -152,3 +152,21 @@ def test_last_uses_follow_views_and_skips():
     assert last["r"] == 3          # the MatMul, then the Add through the skip connection
     assert last["s"] == 5 and last["v"] == 5  # the Reshape is a view: its reader reads s
     assert last["y"] == FOREVER    # a graph output is compared at the end
+
+
+def test_scatter_with_computed_indices_turns_it_off(tmp_path):
+    """A corrupted index tensor would make ScatterND write outside its output: no early end."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("Cast", ["r"], ["i"], to=TensorProto.INT64, name="cast"),
+        helper.make_node("ScatterND", ["data", "i", "upd"], ["y"], name="scatter"),
+    ]
+    inits = [numpy_helper.from_array(np.zeros((4,), np.float32), "data"),
+             numpy_helper.from_array(np.ones((1,), np.float32), "upd")]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], inits, opset=16)
+    onnx.save(model, tmp_path / "m.onnx")
+    build = compile_onnx(tmp_path / "m.onnx", tmp_path / "b")
+    config = CampaignConfig()
+    policy = early_end_policy(build, config, instrument_build(build, config.selector))
+    assert not policy.enabled and "ScatterND" in policy.reason

@@ -4,6 +4,9 @@ A trial child compares each operator's outputs with a golden record (runtime/bou
 ends as benign once no corrupted tensor is still to be read. That is exact only if a fault can
 change nothing but floating-point values that the operators then store in their outputs: a
 corrupted pointer, index, load, store, branch or call could write elsewhere or change what runs.
+A floating-point value that an operator turns into an address (Resize's coordinates, a Cast to
+indices) only selects what is read, except in the scatter operators, which write through their
+indices: models where those indices are computed at run time run every trial to the end.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from ..instrument import InstrumentedBuild
 from .config import CampaignConfig
 
 VALUE_ONLY = FP_ARITH | FP_INTRINSICS
+# Operators that write through indices they read at run time: a corrupted index would write outside
+# the operator's output, where no boundary compares it.
+INDEXED_WRITES = frozenset({"ScatterND", "ScatterElements", "Scatter"})
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ def early_end_policy(build: Build, config: CampaignConfig, instrumented: Instrum
         return EarlyEnd(False, "off: this build has no operator boundaries (reference codegen)")
     if config.max_trace:
         return EarlyEnd(False, "off: max_trace records the instances after the fault")
+    nodes = build.manifest.get("nodes", [])
+    computed = {o["name"] for n in nodes for o in n.get("outputs", [])}
+    writers = sorted({n["op_type"] for n in nodes if n["op_type"] in INDEXED_WRITES
+                      and len(n.get("inputs", [])) > 1 and n["inputs"][1] in computed})
+    if writers:
+        return EarlyEnd(False, f"off: {', '.join(writers)} writes through indices computed at run time")
     unsafe = sorted({s.opcode for s in instrumented.sites
                      if s.opcode not in VALUE_ONLY and not (config.level == "operator" and s.opcode == "call")})
     if unsafe:
