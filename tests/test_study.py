@@ -39,6 +39,7 @@ def check_report(out: Path, runs: int, models: tuple[str, ...], html: bool) -> d
         assert weights["weights"]["trials"] == runs
         assert all(0 <= int(bit) <= 31 for bit in weights["weight_sdc_bits"])
         assert weights["weights_per_tensor"]  # per tensor
+        assert weights["table_two"]["trials"] > 0  # weight faults traced through the layers
     for db in report["databases"].values():
         assert Path(db).exists()
     text = (out / "report.md").read_text()

@@ -169,9 +169,10 @@ class Study:
         rows = {}
         for name in self.scale.models:
             instruction = rate(self.run(f"{name}-instruction", name, CampaignConfig()))
-            summary = self.run(f"{name}-weights", name, CampaignConfig(target="weights"))
+            summary = self.run(f"{name}-weights", name, CampaignConfig(target="weights", trace_layers=True))
             by_bit = {bit: rate(group) for bit, group in summary["by_bit"].items() if group["outcomes"]["sdc"]["count"]}
             rows[name] = {"instruction": instruction, "weights": rate(summary), "weight_sdc_bits": by_bit,
+                          "table_two": summary.get("propagation"),
                           "weights_per_tensor": {t: rate(g) for t, g in summary["by_function"].items()}}
         return rows
 
@@ -211,8 +212,9 @@ def markdown(report: dict) -> str:
     lines += ["", "## RQ2: fault propagation (Table II)", "",
               "| model | trials | injected layer changed | one element corrupted | ...by a single bit | "
               "SDC: layers travelled | benign: layers travelled |", "|---|---|---|---|---|---|---|"]
-    for name, row in report["rq2"].items():
-        t = row["table_two"]
+    rq2 = [(name, row["table_two"]) for name, row in report["rq2"].items()]
+    rq2 += [(f"{name} (weight faults)", row["table_two"]) for name, row in report["weights"].items()]
+    for name, t in rq2:
         if not t:
             lines.append(f"| {name} | 0 | - | - | - | - | - |")
             continue
