@@ -489,4 +489,4 @@ def test_second_application_never_selects_its_own_ops(kernel, tmp_path):
 def test_sites_without_lanes_load_as_scalar():
     row = {"id": 0, "function": "f", "opcode": "fmul", "type": "f32", "register": "dst", "node": None,
            "op_type": None, "layer": None, "source": None}
-    assert Site(**row).lanes == 1 and Site(**row).row() == {**row, "lanes": 1}
+    assert Site(**row).lanes == 1 and Site(**row).row() == {**row, "lanes": 1, "instruction": None}
