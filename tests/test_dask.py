@@ -168,6 +168,17 @@ def test_a_worker_without_the_files_refuses_in_place_and_runs_the_shipped_bytes(
         dask_runner.run_batch(ref, trials, bad)
 
 
+@pytest.mark.slow
+def test_a_local_cluster_gives_the_same_rows(cnn, tmp_path):
+    """`--dask local`: a LocalCluster of --jobs one-thread workers started and ended by the campaign."""
+    root, expected = cnn
+    db = tmp_path / "local-cluster.db"
+    assert main(["inject", str(root / "cnn.onnx"), "--inputs", str(root / "inputs"), "-o", str(root / "out"),
+                 "--db", str(db), "--seed", str(SEED), "--runs", str(TRIALS), "--dask", "local", "-j", "2",
+                 "--dask-batch", "25", "--quiet"]) == 0
+    assert rows(db) == expected
+
+
 @pytest.mark.parametrize("address, expected", [("local", "local"), ("tcp://head-node:8786", "tcp://head-node:8786"),
                                                ("node7:8786", "tcp://node7:8786")])
 def test_dask_addresses(address, expected):

@@ -131,6 +131,18 @@ def test_report_shows_trials_ended_early(dbs, tmp_path):
     assert "fc&lt;img src=x onerror=alert(1)&gt;</td><td>" + str(expected) in page
 
 
+def test_chosen_trials_get_their_propagation_graphs(dbs):
+    _, paths = dbs
+    connection = sqlite3.connect(paths[0])
+    chosen = [i for (i,) in connection.execute("SELECT DISTINCT trial FROM layer_trace ORDER BY trial DESC LIMIT 2")]
+    connection.close()
+    page = render_report(paths[:1], trials=chosen)
+    for trial in chosen:
+        assert f"<h4>Trial {trial} (" in page
+    assert page.count("<figcaption>operators</figcaption>") == 2
+    assert page.count("<figcaption>instructions</figcaption>") == 2  # maxTrace: the instruction graph too
+
+
 def test_clean_svg_keeps_the_picture_and_drops_everything_active():
     svg = ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x "boom">]>'
            '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" onload="f()">'
