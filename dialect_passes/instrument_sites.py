@@ -48,7 +48,19 @@ from mlir.dialects import llvm
 
 from .loop_nests import Cfg, Loop, analyze, block_multiplicities, compute_counts, escapes, result_users
 from .module_view import module_view
-from .sites import SID, NodeInfo, Site, SiteSelector, lanes_of, node_name_of, opcode_of, source_of, type_name
+from .sites import (
+    OD_COMBINE,
+    OD_DUPLICATE,
+    SID,
+    NodeInfo,
+    Site,
+    SiteSelector,
+    lanes_of,
+    node_name_of,
+    opcode_of,
+    source_of,
+    type_name,
+)
 
 REMAINING = "lltfi_fi_remaining"
 UNIT_COUNTS = "lltfi_unit_counts"  # defined by the generated glue, one i64 per versioning unit
@@ -655,5 +667,23 @@ def _strip(module: ir.Module) -> bool:
 
 
 def node_info_from_manifest(manifest: dict) -> dict[str, NodeInfo]:
-    """NodeInfo per node name; layer numbers are 1-based per op type, as LLTFI's -layerNo."""
-    return {n["name"]: NodeInfo(n["op_type"], n["type_index"] + 1) for n in manifest["nodes"]}
+    """NodeInfo per node name; layer numbers are 1-based per op type, as LLTFI's -layerNo.
+
+    In an OD build the duplicate and the Min node of a protected node count as that node (same op
+    type and layer), and layers are numbered over the original nodes only: `layers: [Conv:2]`
+    means the model's second Conv, and a campaign on its operator strikes its OD copy and Min too."""
+    sid = manifest.get("sid") or {}
+    if sid.get("technique") != "od":
+        return {n["name"]: NodeInfo(n["op_type"], n["type_index"] + 1) for n in manifest["nodes"]}
+    inserted = {n["name"]: n["name"][:-len(suffix)] for n in manifest["nodes"] for suffix in (OD_DUPLICATE, OD_COMBINE)
+                if n["name"].endswith(suffix)}
+    info: dict[str, NodeInfo] = {}
+    per_type: dict[str, int] = {}
+    for n in manifest["nodes"]:
+        if n["name"] not in inserted:
+            per_type[n["op_type"]] = per_type.get(n["op_type"], 0) + 1
+            info[n["name"]] = NodeInfo(n["op_type"], per_type[n["op_type"]])
+    for name, protected in inserted.items():
+        if protected in info:
+            info[name] = info[protected]
+    return info

@@ -35,6 +35,9 @@ GROUPS = {
     "sid": frozenset({SID}),
     "all": FP_ARITH | FP_INTRINSICS | INT_ARITH | CASTS | MEMORY | ADDRESS | OTHER | {SID},
 }
+# OD (operator duplication) names its duplicate and its Min node after the protected node; both
+# count as that node (its op type and layer) when sites are selected and reported.
+OD_DUPLICATE, OD_COMBINE = "__od_dup", "__od_min"
 # The paper's default: floating-point arithmetic, plus the SID checking code of hardened builds.
 DEFAULT_OPCODES = FP_ARITH | FP_INTRINSICS | {SID}
 KNOWN_OPCODES = GROUPS["all"]

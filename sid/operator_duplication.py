@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import onnx
 import onnx_graphsurgeon as gs
+from lltfi_mlir.dialect_passes.sites import OD_COMBINE, OD_DUPLICATE
 
 from lltfi_mlir.errors import UsageError
 
@@ -40,10 +41,10 @@ def duplicate_operators(model: onnx.ModelProto, op_types: frozenset[str] = froze
         out = node.outputs[0]
         original = gs.Variable(f"{out.name}__od_a", dtype=out.dtype, shape=out.shape)
         copy = gs.Variable(f"{out.name}__od_b", dtype=out.dtype, shape=out.shape)
-        twin = gs.Node(op=node.op, name=f"{node.name}__od_dup", attrs=dict(node.attrs), inputs=list(node.inputs),
+        twin = gs.Node(op=node.op, name=f"{node.name}{OD_DUPLICATE}", attrs=dict(node.attrs), inputs=list(node.inputs),
                        outputs=[copy], domain=node.domain)
         node.outputs = [original]
-        combine = gs.Node(op="Min", name=f"{node.name}__od_min", inputs=[original, copy], outputs=[out])
+        combine = gs.Node(op="Min", name=f"{node.name}{OD_COMBINE}", inputs=[original, copy], outputs=[out])
         graph.nodes.extend([twin, combine])
     graph.toposort()
     hardened = gs.export_onnx(graph)

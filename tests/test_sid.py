@@ -152,3 +152,21 @@ def test_sid_group_selects_the_checking_code(tmp_path):
     assert all(default.count(op) == 2 * without.count(op) for op in without)  # originals and duplicates
     (tmp_path / "c.yaml").write_text("select:\n  opcodes: [fp, sid]\n  operators: [Gemm]\n")
     assert load_config(tmp_path / "c.yaml").selector.opcodes == GROUPS["fp"] | GROUPS["sid"]
+
+
+def test_od_copies_count_as_their_node():
+    """An OD build's duplicate and Min node take the protected node's op type and layer; layers are
+    numbered over the original nodes (Conv:2 is still the model's second Conv)."""
+    from lltfi_mlir.dialect_passes.instrument_sites import node_info_from_manifest
+    from lltfi_mlir.dialect_passes.sites import NodeInfo
+
+    nodes = [("c1", "Conv"), ("c1__od_dup", "Conv"), ("c1__od_min", "Min"), ("c2", "Conv"), ("m", "Min")]
+    seen: dict[str, int] = {}
+    manifest = {"sid": {"technique": "od"}, "nodes": []}
+    for name, op_type in nodes:
+        manifest["nodes"].append({"name": name, "op_type": op_type, "type_index": seen.get(op_type, 0)})
+        seen[op_type] = seen.get(op_type, 0) + 1
+    info = node_info_from_manifest(manifest)
+    assert info["c1__od_dup"] == info["c1__od_min"] == info["c1"] == NodeInfo("Conv", 1)
+    assert info["c2"] == NodeInfo("Conv", 2) and info["m"] == NodeInfo("Min", 1)
+    assert node_info_from_manifest({**manifest, "sid": None})["c2"] == NodeInfo("Conv", 3)  # not an OD build
