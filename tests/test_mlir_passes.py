@@ -180,3 +180,17 @@ def test_embedding_example_prints_the_numpy_outputs(tmp_path, monkeypatch):
     assert report["unprotected"]["sites"] == 5  # dense1: fmul, fadd, maximum; dense2: fmul, fadd
     assert report["hardened"]["sites"] > 5 * report["unprotected"]["sites"]
     assert report["hardened"]["summary"]["trials"] == 60
+
+
+def test_input_that_does_not_verify_is_a_located_diagnostic():
+    with ir.Context():
+        module = ir.Module.parse(LOOP)
+        main_fn = module.body.operations[2]
+        done = main_fn.regions[0].blocks[2]
+        done.operations[len(done.operations) - 1].erase()  # ^done loses its llvm.return
+        pm, _ = pass_manager("lltfi-instrument{opcodes=mul}")
+        with pytest.raises(ir.MLIRError) as failure:
+            pm.run(module.operation)
+    messages = [d.message for d in failure.value.error_diagnostics]
+    assert messages[0] == "lltfi-instrument: input does not verify"
+    assert any("terminator" in m for m in messages[1:]), messages
