@@ -643,3 +643,12 @@ def test_cc_wrapper_reads_compiler_arguments():
     assert flags == ["-Wall", "-DN=3", "-I", "inc", "-std=gnu89"]  # -O/-g/-fPIC/linker flags: ours or irrelevant
     sources, objects, flags, output = _parse(["main.o", "util.o", "libx.a", "-o", "prog", "-L", "lib", "-lm"])
     assert (sources, objects, output) == ([], ["main.o", "util.o", "libx.a"], "prog")
+
+
+def test_exhaustive_with_several_run_blocks_is_refused(min_build, tmp_path, capsys):
+    out, _ = min_build
+    config = tmp_path / "two.yaml"
+    config.write_text("runOption:\n  - run: {numOfRuns: 2, fi_type: bitflip}\n  - run: {numOfRuns: 2, fi_type: "
+                      "stuck_at_0}\n")
+    assert main(["inject", str(out), "-c", str(config), "--exhaustive", "--db", str(tmp_path / "x.db"), "--", "1"]) == 2
+    assert "enumerates one fault model; this config has 2 run blocks" in capsys.readouterr().err

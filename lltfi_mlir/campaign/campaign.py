@@ -438,6 +438,9 @@ class Campaign:
             progress: bool = True, console: Console | None = None) -> dict:
         """Run (or resume) the campaign and return its summary."""
         console = console or Console(stderr=True)
+        if (exhaustive or self.config.draw == "exhaustive") and len(self.config.faults) > 1:
+            raise UsageError(f"an exhaustive campaign enumerates one fault model; this config has "
+                             f"{len(self.config.faults)} run blocks: run them as separate configs")
         db = self.prepare()
         try:
             return self._run(db, n, margin, exhaustive or self.config.draw == "exhaustive", progress, console)
