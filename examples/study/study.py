@@ -32,7 +32,7 @@ from pathlib import Path
 
 from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 
-from lltfi_mlir import Build, CompileOptions, compile_onnx
+from lltfi_mlir import Build, CompileOptions, LltfiError, compile_onnx
 from lltfi_mlir.campaign import Campaign, CampaignConfig
 from lltfi_mlir.compiler import SidOptions
 
@@ -263,10 +263,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    report = Study(out, SCALES[args.scale], args.seed, args.jobs).all()
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(report))
-    page = None if args.no_html else write_html(report, out)
+    try:
+        report = Study(out, SCALES[args.scale], args.seed, args.jobs).all()
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (out / "report.md").write_text(markdown(report))
+        page = None if args.no_html else write_html(report, out)
+    except LltfiError as exc:  # e.g. a database of an older build of a model: start in another folder
+        print(f"study: error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}" + (f", {page}" if page else ""))
     return 0
 
