@@ -137,7 +137,7 @@ def measure(name: str, model: Path, args, work: Path, console: Console) -> dict:
     for engine in ENGINES:
         row[engine], row[f"{engine}_cpu"] = [], []
     for round_ in range(args.rounds):
-        for engine in ENGINES:
+        for engine in args.engines:
             db = work / f"{engine}-{round_}.db"
             with console.status(f"{name}: {args.trials} trials, {engine} engine (round {round_ + 1})"):
                 campaign = Campaign.from_build(build.directory, CampaignConfig(seed=1), inputs, db=db, jobs=args.jobs,
@@ -155,7 +155,7 @@ def measure(name: str, model: Path, args, work: Path, console: Console) -> dict:
             db.unlink()
     row["cores"] = os.cpu_count() or 1
     row["ideal"] = row["cores"] / row["ort_s"]
-    best = {engine: max(row[engine]) for engine in ENGINES}
+    best = {engine: max(row[engine]) for engine in args.engines}
     row["end_to_end"] = args.trials / (row["setup_s"] + args.trials / best["walk"])
     row["e2e_vs_ideal"] = row["end_to_end"] / row["ideal"]
     return row
@@ -174,9 +174,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per engine (the best counts)")
     parser.add_argument("--repeat", type=int, default=200, help="onnxruntime inferences per timed run, at most")
+    parser.add_argument("--engines", default=",".join(ENGINES),
+                        help="engines to measure (default simple,walk; the targets need walk)")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--keep", help="keep the builds in this directory")
     args = parser.parse_args()
+    args.engines = [e for e in args.engines.split(",") if e]
+    if "walk" not in args.engines or set(args.engines) - set(ENGINES):
+        raise SystemExit(f"--engines: a comma-separated subset of {','.join(ENGINES)} that includes walk")
     console = Console(width=220)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lltfi-speed-"))
     rows = []
@@ -194,7 +199,7 @@ def main() -> None:
                    "CPU/trial simple", "CPU/trial walk"):
         table.add_column(column, justify="right")
     for row in rows:
-        simple, walk = max(row["simple"]), max(row["walk"])
+        simple, walk = max(row["simple"], default=float("nan")), max(row["walk"])
         table.add_row(row["model"], f"{row['instances']:,}", f"{1e3 * row['ort_s']:.3f} ms",
                       f"{1e3 * row['native_s']:.3f} ms", f"{row['setup_s']:.1f} s", f"{simple:.0f}", f"{walk:.0f}",
                       f"{walk / simple:.2f}x", f"{row['ideal']:.0f}", f"{walk / row['ideal']:.2f}x",
@@ -202,7 +207,7 @@ def main() -> None:
                       ("met" if row["e2e_vs_ideal"] >= 2 else "missed") if row["ort_s"] >= 5e-3 else "(< 5 ms)",
                       f"{100 * row.get('ended_early', 0):.0f}%",
                       "-" if row.get("work") is None else f"{100 * row['work']:.0f}%",
-                      cpu(row["simple_cpu"]), cpu(row["walk_cpu"]))
+                      cpu(row["simple_cpu"]) if row["simple_cpu"] else "-", cpu(row["walk_cpu"]))
     console.print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
