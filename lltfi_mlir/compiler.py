@@ -291,7 +291,15 @@ def compile_mlir(source: str | Path | ir.Module, out_dir: str | Path, entry: str
     """Compile an MLIR module (a .mlir file or a live `ir.Module`, which is copied, not changed; LLVM
     dialect, or func/arith/scf/memref that upstream passes lower) whose C-ABI `entry` is the program:
     linked with the program driver, run and injected as a C program is (stdout and output files
-    compared, arguments after `--`). An instrumented module (lltfi-instrument) keeps its sites."""
+    compared, arguments after `--`). An instrumented module (lltfi-instrument) keeps its sites.
+    Built in a temporary folder under a lock and published whole, as compile_onnx does."""
+    with locked(Path(out_dir).resolve()), staged(Path(out_dir).resolve()) as stage:
+        _compile_mlir(source, stage, entry, opt_level, sid)
+    return Build(out_dir)
+
+
+def _compile_mlir(source: str | Path | ir.Module, out_dir: Path, entry: str, opt_level: int,
+                  sid: SidOptions | None) -> None:
     from .dialect_passes.sites import SiteSelector
     from .frontend.mlir_frontend import lower_module, parse_module, prepare_entry
     from .llvm_backend.glue import generate_program_glue
@@ -344,4 +352,3 @@ def compile_mlir(source: str | Path | ir.Module, out_dir: str | Path, entry: str
         "outputs": [], "nodes": [], "sid": sid_report, "seconds": {k: round(v, 4) for k, v in seconds.items()},
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return Build(out_dir)
