@@ -205,6 +205,7 @@ def test_bad_modules_are_one_line_errors(text, message, tmp_path, capsys):
     assert main(["compile", str(tmp_path / "bad.mlir"), "-o", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()  # nothing half-built is left
 
 
 def test_harden_module_options(loop, tmp_path, capsys):
