@@ -52,11 +52,11 @@ def staged(target: str | Path) -> Iterator[Path]:
     """A fresh temporary folder beside `target` to build into. On success its entries replace
     `target`'s (each with a rename; `manifest.json` is removed first and published last, so a
     reader sees the old build, no build, or the new one); on any failure it is deleted and
-    `target` is left as it was. Other files in `target` (the user's, cached sub-builds) stay."""
+    `target` is left as it was (a process killed meanwhile leaves its folder to the next one's
+    `stage_folder`). Other files in `target` (the user's, cached sub-builds) stay."""
     target = Path(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        stage = stage_folder(target)
     except OSError as exc:
         raise UsageError(f"cannot create the output folder {target}: {exc.strerror}") from None
     try:

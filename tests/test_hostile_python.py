@@ -381,3 +381,18 @@ def test_replay_after_another_campaign_on_the_same_build(hostile, tmp_path):
     assert main(["inject", str(hostile / "evil.onnx"), "--db", str(second), "--inputs", str(other), *work]) == 0
     for trial in range(6):
         assert replay_trial(first, trial).matches, trial
+
+
+def test_leftovers_of_killed_builds_are_swept_and_folders_replaced_whole(tmp_path):
+    from lltfi_mlir.workdir import replace_folder, stage_folder
+
+    final = tmp_path / "fi-abc"
+    dead = tmp_path / ".fi-abc.partial-999999999"  # no such process
+    dead.mkdir()
+    (final / "old").mkdir(parents=True)
+    stage = stage_folder(final)
+    assert not dead.exists() and stage.is_dir() and not any(stage.iterdir())
+    (stage / "model").write_text("new")
+    replace_folder(stage, final)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fi-abc"]
+    assert [p.name for p in final.iterdir()] == ["model"]
