@@ -16,18 +16,32 @@ static int64_t num_weights(void) { return &lltfi_num_weights ? lltfi_num_weights
 const char *lltfi_parse_memory_fault(const char *line, lltfi_memory_fault *m) {
   memset(m, 0, sizeof *m);
   if (line[0] != 'W') return line;
+  if (line[1] != ' ') return NULL;
+  const char *at = line + 1;
+  for (;;) {  /* at: the space before the first index, then each comma */
+    char *end;
+    if (m->n_copies == LLTFI_MAX_COPIES) return NULL;
+    long long tensor = strtoll(++at, &end, 10);
+    if (end == at) return NULL;
+    m->tensor[m->n_copies++] = tensor;
+    at = end;
+    if (*at != ',') break;
+  }
   int used = 0;
-  if (sscanf(line, "W %lld %d %n", &m->tensor, &m->elem_bytes, &used) < 2 || used == 0) return NULL;
+  if (sscanf(at, " %d %n", &m->elem_bytes, &used) < 1 || used == 0) return NULL;
   m->kind = 1;
-  return line + used;
+  return at + used;
 }
 
 int lltfi_check_memory_fault(const lltfi_memory_fault *m, long long element) {
   if (!m->kind) return 0;
-  if (m->tensor < 0 || m->tensor >= num_weights()) return -1;
   if (m->elem_bytes != 1 && m->elem_bytes != 2 && m->elem_bytes != 4 && m->elem_bytes != 8) return -1;
-  uint64_t count = lltfi_weight_table[m->tensor].bytes / (uint64_t)m->elem_bytes;
-  return element >= 0 && (uint64_t)element < count ? 0 : -1;
+  for (int i = 0; i < m->n_copies; i++) {
+    if (m->tensor[i] < 0 || m->tensor[i] >= num_weights()) return -1;
+    if (lltfi_weight_table[m->tensor[i]].bytes != lltfi_weight_table[m->tensor[0]].bytes) return -1;
+  }
+  uint64_t count = lltfi_weight_table[m->tensor[0]].bytes / (uint64_t)m->elem_bytes;
+  return m->n_copies > 0 && element >= 0 && (uint64_t)element < count ? 0 : -1;
 }
 
 static uint64_t splitmix64(uint64_t *state) {
@@ -58,30 +72,33 @@ void lltfi_apply_memory_fault(const lltfi_memory_fault *m, long long element, co
   lltfi_begin_golden();
   log->n_faults = 0;
   log->n_trace = 0;
-  unsigned char *at = (unsigned char *)lltfi_weight_table[m->tensor].address + element * m->elem_bytes;
-  /* The weights live in .rodata: this child's copy of the page becomes writable (copy on write). */
-  long page = sysconf(_SC_PAGESIZE);
-  uintptr_t start = (uintptr_t)at & ~(uintptr_t)(page - 1);
-  uintptr_t end = ((uintptr_t)at + m->elem_bytes + page - 1) & ~(uintptr_t)(page - 1);
-  if (mprotect((void *)start, end - start, PROT_READ | PROT_WRITE)) {
-    perror("mprotect");
-    _exit(70);
-  }
   int width = 8 * m->elem_bytes;
-  uint64_t before = 0;
-  memcpy(&before, at, m->elem_bytes);
-  uint64_t mask = choose_mask(spec, width);
-  uint64_t after = before;
-  if (spec->fault_type == LLTFI_BITFLIP) after = before ^ mask;
-  else if (spec->fault_type == LLTFI_STUCK_AT_0) after = before & ~mask;
-  else if (spec->fault_type == LLTFI_STUCK_AT_1) after = before | mask;
-  memcpy(at, &after, m->elem_bytes);
-  mprotect((void *)start, end - start, PROT_READ);
+  uint64_t mask = choose_mask(spec, width), first_before = 0, first_after = 0;
+  long page = sysconf(_SC_PAGESIZE);
+  for (int i = 0; i < m->n_copies; i++) {
+    unsigned char *at = (unsigned char *)lltfi_weight_table[m->tensor[i]].address + element * m->elem_bytes;
+    /* The weights live in .rodata: this child's copy of the page becomes writable (copy on write). */
+    uintptr_t start = (uintptr_t)at & ~(uintptr_t)(page - 1);
+    uintptr_t end = ((uintptr_t)at + m->elem_bytes + page - 1) & ~(uintptr_t)(page - 1);
+    if (mprotect((void *)start, end - start, PROT_READ | PROT_WRITE)) {
+      perror("mprotect");
+      _exit(70);
+    }
+    uint64_t before = 0;
+    memcpy(&before, at, m->elem_bytes);
+    uint64_t after = before;
+    if (spec->fault_type == LLTFI_BITFLIP) after = before ^ mask;
+    else if (spec->fault_type == LLTFI_STUCK_AT_0) after = before & ~mask;
+    else if (spec->fault_type == LLTFI_STUCK_AT_1) after = before | mask;
+    memcpy(at, &after, m->elem_bytes);
+    mprotect((void *)start, end - start, PROT_READ);
+    if (i == 0) first_before = before, first_after = after;
+  }
   if (spec->fault_type == LLTFI_NO_FAULT) return;
   lltfi_fault_record *r = &log->faults[log->n_faults++];
-  r->site = (int32_t)m->tensor;
+  r->site = (int32_t)m->tensor[0];
   r->index = (uint64_t)element;
   r->mask = mask;
-  r->before = before;
-  r->after = after;
+  r->before = first_before;
+  r->after = first_after;
 }

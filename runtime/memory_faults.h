@@ -2,11 +2,13 @@
  *
  * Weights (persistent faults): weights.S (llvm_backend/weights.py) defines `lltfi_weight_table`,
  * one {address, bytes} entry per externalized initializer, in the order of the manifest's
- * "weights" list; names never reach C. A trial line prefixed "W tensor elem_bytes " asks the child
- * to corrupt element `target` of table entry `tensor` (elements of `elem_bytes` bytes) before the
- * inference; the corruption stays for the whole run. The rest of the line is the usual trial line
+ * "weights" list; names never reach C. A trial line prefixed "W t1[,t2...] elem_bytes " asks the
+ * child to corrupt element `target` of table entries t1, t2, ... (copies of one tensor: a node and
+ * its OD duplicate each read their own; elements of `elem_bytes` bytes) before the inference; the
+ * corruption stays for the whole run. The rest of the line is the usual trial line
  * (trial_protocol.h): fault type, num_bits, bit, mask and seed choose the bits exactly as for an
- * instruction fault. The fault record names the table entry as `site` and the element as `index`.
+ * instruction fault. The fault record names the first table entry as `site` and the element as
+ * `index`, with that copy's bits before and after.
  */
 #ifndef LLTFI_MEMORY_FAULTS_H
 #define LLTFI_MEMORY_FAULTS_H
@@ -19,13 +21,16 @@ typedef struct {
   uint64_t bytes;
 } lltfi_weight_entry;
 
+#define LLTFI_MAX_COPIES 16
+
 typedef struct {
   int kind;            /* 0: none (an instruction fault); 1: a weight element */
-  long long tensor;    /* index into lltfi_weight_table */
+  int n_copies;
+  long long tensor[LLTFI_MAX_COPIES];  /* indices into lltfi_weight_table, all of the same size */
   int elem_bytes;      /* 1, 2, 4 or 8 */
 } lltfi_memory_fault;
 
-/* Strips a leading "W tensor elem_bytes " from a trial line into `m` (m->kind = 0 without one);
+/* Strips a leading "W t1[,t2...] elem_bytes " from a trial line into `m` (m->kind = 0 without one);
    returns the rest of the line, or NULL if the prefix is malformed. */
 const char *lltfi_parse_memory_fault(const char *line, lltfi_memory_fault *m);
 

@@ -153,6 +153,35 @@ def test_exhaustive_activation_campaign_matches_numpy(model_dir):
     db.close()
 
 
+def test_a_tensor_read_by_two_nodes_is_hit_in_every_copy(tmp_path):
+    """Each outlined node stores the constants it reads: W read by two MatMuls has two copies in
+    weights.S. A weight fault is a fault of the tensor: both copies flip, and the output is exactly
+    numpy's h(W') + h(W')."""
+    model = make_model([helper.make_node("MatMul", ["x", "W"], ["h1"], name="mm1"),
+                        helper.make_node("MatMul", ["x", "W"], ["h2"], name="mm2"),
+                        helper.make_node("Add", ["h1", "h2"], ["y"], name="add")],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 65])],
+                       [numpy_helper.from_array(W, "W")])
+    onnx.save(model, tmp_path / "twice.onnx")
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", X)
+    campaign = Campaign.from_onnx(tmp_path / "twice.onnx", parse_config(CONFIG), tmp_path / "inputs",
+                                  out_dir=tmp_path / "work", jobs=2)
+    campaign.run(120, progress=False)
+    assert [w["tensor"] for w in campaign.build.manifest["weights"]] == ["W", "W"]
+    [target] = campaign.weight_targets
+    assert len(target.copies) == 2
+    db = sqlite3.connect(campaign.db_path)
+    for element, bit, output in db.execute("SELECT dyn_index, bit, output FROM trials WHERE status = 'ok'"):
+        h = numpy_model(flipped(W, element, bit), np.zeros_like(B))
+        with np.errstate(all="ignore"):
+            expected = (h + h).astype(np.float32)
+        got = np.frombuffer(output, "<f4")
+        assert np.array_equal(got, expected.reshape(-1), equal_nan=True), (element, bit)
+    db.close()
+
+
 def test_uniform_weight_draws_replay_and_resume(model_dir):
     """Uniform draws over (element, bit) are reproducible from the seed; a trial replays alone to the
     same fault and outcome; a second run resumes without re-running anything."""

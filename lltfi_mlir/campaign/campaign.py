@@ -303,8 +303,8 @@ class Campaign:
         db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
         db.set_meta("level", self.config.level)
         db.set_meta("target", self.config.target)
-        if self.weight_targets:  # replay: the bytes per element of each weight table entry
-            db.set_meta("weight_itemsize", {str(t.index): t.itemsize for t in self.weight_targets})
+        if self.weight_targets:  # replay: each tensor's copies in the weight table, bytes per element
+            db.set_meta("weight_targets", {str(t.index): [list(t.copies), t.itemsize] for t in self.weight_targets})
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":
             db.set_meta("thresholds", list(self.config.sdc.thresholds))

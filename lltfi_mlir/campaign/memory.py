@@ -52,7 +52,7 @@ TYPE_NAMES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i6
 class WeightTarget:
     """One weight tensor a fault may hit: entry `index` of the runtime's weight table."""
 
-    index: int
+    index: int          # its first copy's entry (the site id in the database)
     tensor: str
     count: int          # elements
     itemsize: int       # bytes per element
@@ -60,6 +60,9 @@ class WeightTarget:
     node: str | None    # the first node reading it (per-layer results)
     op_type: str | None
     layer: int | None
+    # Every table entry holding this tensor: each outlined node stores the constants it reads, so a
+    # tensor read by two nodes (an OD duplicate and its original) has two copies, all hit at once.
+    copies: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -86,16 +89,19 @@ def weight_targets(build: Build, selector: SiteSelector, tensors: frozenset[str]
                          "elements are inlined into the code and are no targets)")
     node_selector = SiteSelector(operators=selector.operators, exclude_operators=selector.exclude_operators,
                                  nodes=selector.nodes, exclude_nodes=selector.exclude_nodes, layers=selector.layers)
-    targets = []
+    copies: dict[tuple, list[int]] = {}
     for index, entry in enumerate(table):
-        readers = [r for r in entry["readers"] if node_selector.accepts_node(r, info.get(r))]
-        if (tensors and entry["tensor"] not in tensors or not readers or not entry["count"]
-                or entry["dtype"] not in FLOAT_DTYPES):
+        copies.setdefault((entry["tensor"], entry["count"], entry["itemsize"], entry["dtype"]), []).append(index)
+    targets = []
+    for (tensor, count, itemsize, dtype), indices in copies.items():
+        all_readers = dict.fromkeys(r for i in indices for r in table[i]["readers"])
+        readers = [r for r in all_readers if node_selector.accepts_node(r, info.get(r))]
+        if tensors and tensor not in tensors or not readers or not count or dtype not in FLOAT_DTYPES:
             continue
         node = readers[0]
-        targets.append(WeightTarget(index, entry["tensor"], entry["count"], entry["itemsize"], entry["dtype"], node,
+        targets.append(WeightTarget(indices[0], tensor, count, itemsize, dtype, node,
                                     info[node].op_type if node in info else None,
-                                    info[node].layer if node in info else None))
+                                    info[node].layer if node in info else None, tuple(indices)))
     if not targets:
         raise UsageError("the selection matches no weight tensor of this model (check fault.tensors, operators, "
                          "nodes and layers against the manifest's \"weights\" list)")
@@ -124,7 +130,7 @@ def uniform_weight_trial(config: CampaignConfig, targets: Sequence[WeightTarget]
         bit = fault.bit
     elif fault.num_bits > 1:
         bit = None  # the runtime draws num_bits distinct bits from the seed
-    return Trial(index, input_index, element, fault, bit, seed, memory=(target.index, target.itemsize))
+    return Trial(index, input_index, element, fault, bit, seed, memory=(target.copies, target.itemsize))
 
 
 def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTarget],
@@ -137,7 +143,7 @@ def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTar
             for element in range(target.count):
                 for bit in range(target.width):
                     yield Trial(index, input_index, element, fault, bit, index + 1,
-                                memory=(target.index, target.itemsize))
+                                memory=(target.copies, target.itemsize))
                     index += 1
 
 
