@@ -19,10 +19,11 @@ a Conv's Relu is not fused into its store, so a Conv followed by a Relu has an o
 own, as in the ONNX graph.)
 
 Weight trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
-`Trial` whose `memory` says which table entry, `target` is the element and `bit` the bit (or the
-runtime draws `num_bits` bits from the seed). The fault record names the table entry as its
-`site`, so the database's sites table holds one row per weight tensor and the per-layer, per-tensor
-and per-bit results come out of the same queries as for instruction faults.
+`Trial` whose `memory` lists the tensor's table entries (every stored copy, all flipped alike),
+`target` is the element and `bit` the bit (or the runtime draws `num_bits` bits from the seed). The
+fault record names the first copy's entry as its `site`, so the database's sites table holds one
+row per weight tensor and the per-layer, per-tensor and per-bit results come out of the same
+queries as for instruction faults.
 """
 
 from __future__ import annotations
