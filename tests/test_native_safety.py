@@ -99,6 +99,18 @@ def test_quoted_string_round_trips_through_c(tmp_path):
     assert got.split(b"\0")[:-1] == [t.encode() for t in texts]
 
 
+def test_quoted_string_is_an_incbin_path_for_the_assembler(tmp_path):
+    """weights.S: a path holding a quote, a backslash, a newline and a comment sign still names its file."""
+    blob = tmp_path / 'w "x\\y\n# z.bin'
+    blob.write_bytes(b"\x01\x02weights\xff")
+    (tmp_path / "w.S").write_text(f"\t.section .rodata\n\t.globl blob\nblob:\n\t.incbin {quoted_string(str(blob))}\n"
+                                  "\t.globl blob_end\nblob_end:\n\t.section .note.GNU-stack,\"\",@progbits\n")
+    (tmp_path / "m.c").write_text("#include <stdio.h>\nextern const char blob[], blob_end[];\n"
+                                  "int main(void) { fwrite(blob, 1, blob_end - blob, stdout); return 0; }\n")
+    subprocess.run(["cc", str(tmp_path / "m.c"), str(tmp_path / "w.S"), "-o", str(tmp_path / "m")], check=True)
+    assert subprocess.run([str(tmp_path / "m")], capture_output=True, check=True).stdout == blob.read_bytes()
+
+
 # -- .npy reader and writer ----------------------------------------------------------------------------------------
 
 def _npy(header: str, version: int = 1, data: bytes = b"", hlen: int | None = None) -> bytes:
