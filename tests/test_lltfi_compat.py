@@ -283,6 +283,17 @@ def test_llfiindex_and_old_formats():
     assert index_alone.selector.instructions == {7}
 
 
+def test_early_lltfi_maingraph_selector_and_auto_injection():
+    config = parse_config("compileOption:\n  instSelMethod:\n    - customInstselector:\n        include: [maingraph]\n"
+                          "runOption:\n  - run:\n      numOfRuns: 100\n      fi_type: bitflip\n"
+                          "      fi_max_multiple: 20\n      window_len_multiple_startindex: 1\n"
+                          "      window_len_multiple_endindex: 500\n")
+    assert config.selector.require_operator and "load" in config.selector.opcodes
+    assert (config.faults[0].max_multiple, config.faults[0].window_len) == (20, 500)
+    with pytest.raises(ConfigError, match=":4: fi_type 'AutoInjection': LLFI's software-failure injector"):
+        parse_config("runOption:\n  - run:\n      numOfRuns: 2\n      fi_type: AutoInjection\n", "memcpy.yaml")
+
+
 def test_run_blocks_draw_with_their_own_seeds_and_timeouts():
     config = parse_config("runOption:\n  - run: {numOfRuns: 4, fi_type: bitflip, fi_random_seed: 1, timeOut: 3}\n"
                           "  - run: {numOfRuns: 4, fi_type: stuck_at_0, fi_random_seed: 2}\n")

@@ -201,7 +201,7 @@ def _unknown_selector(name: str) -> str:
         return (f"customInstselector {short(name)} is one of LLFI's software-failure injectors, which lltfi-mlir "
                 "does not have: it injects hardware faults (bitflip, stuck_at_0, stuck_at_1) into instructions")
     return (f"customInstselector {short(name)} is an LLFI C++ plugin that does not exist here (supported: "
-            "CustomTensorOperator, llfiindex); select with insttype and funcname instead")
+            "CustomTensorOperator, llfiindex, maingraph); select with insttype and funcname instead")
 
 
 def _options(reader: Reader, parts: dict) -> list[str]:
@@ -214,7 +214,8 @@ def _options(reader: Reader, parts: dict) -> list[str]:
 def _custom_selector(reader: Reader, body: yaml.Node, parts: dict, out: LltfiConfig) -> None:
     include = reader.strings(parts["include"], "customInstselector.include") if "include" in parts else []
     if len(include) != 1:
-        raise reader.fail(body, "customInstselector.include takes one selector: CustomTensorOperator or llfiindex")
+        raise reader.fail(body, "customInstselector.include takes one selector: CustomTensorOperator, llfiindex "
+                                "or maingraph")
     options = _options(reader, parts)
     where = parts.get("options", body)
     if include[0] == "llfiindex":
@@ -230,6 +231,11 @@ def _custom_selector(reader: Reader, body: yaml.Node, parts: dict, out: LltfiCon
         out.selector["instructions"] = frozenset(indices)
         out.selector["require_operator"] = False
         out.selector.setdefault("opcodes", GROUPS["all"])  # LLFI: the index alone selects
+        return
+    if include[0] == "maingraph":  # early LLTFI: every instruction of onnx-mlir's main_graph function
+        out.selector.setdefault("opcodes", GROUPS["all"])
+        out.notes.append("customInstselector maingraph: every instruction kind inside the model's operators "
+                         "(LLTFI's main_graph function)")
         return
     if include[0] != "CustomTensorOperator":
         if "(" in include[0]:
