@@ -230,3 +230,9 @@ def test_inject_a_module_file_then_resume_and_replay(loop, tmp_path, capsys):
     capsys.readouterr()
     assert main(["replay", str(db), "--trial", "7"]) == 0
     assert "outcome now" in capsys.readouterr().out
+
+
+def test_entry_must_be_an_identifier(loop, tmp_path, capsys):
+    root, _ = loop
+    assert main(["compile", str(root / "loop.mlir"), "--entry", 'x"() {', "-o", str(tmp_path / "b")]) == 2
+    assert "give a C identifier" in capsys.readouterr().err

@@ -10,11 +10,13 @@ other pipeline stay: `loc("name")` selects as a node name, `loc("file":line:col)
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mlir import ir
 
 from ..errors import UsageError
+from ..terminal import plain
 from .c_frontend import PROGRAM_ENTRY
 
 # Upstream passes that bring func/arith/scf/cf/memref/math modules down to the LLVM dialect.
@@ -83,12 +85,14 @@ def _signature(fn: ir.Operation) -> str:
 
 def prepare_entry(module: ir.Module, entry: str) -> str:
     """Make `entry` the program the driver runs; returns its signature (as LLVM prints it)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.$]*", entry):
+        raise UsageError(f"--entry {plain(entry)!r}: give a C identifier (the entry point is called from C)")
     functions = {ir.StringAttr(op.attributes["sym_name"]).value: op.operation for op in module.body.operations
                  if op.operation.name == "llvm.func"}
     fn = functions.get(entry)
     if fn is None or not len(fn.regions[0].blocks):
         defined = sorted(n for n, f in functions.items() if len(f.regions[0].blocks))
-        raise UsageError(f"the module defines no function '{entry}' (defined: {', '.join(defined) or 'none'}); "
+        raise UsageError(f"the module defines no function '{entry}' (defined: {plain(', '.join(defined)) or 'none'}); "
                          "choose one with --entry")
     if entry != "main" and "main" in functions:
         raise UsageError("the module defines main() besides the entry: the driver owns main, rename it")
