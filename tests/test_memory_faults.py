@@ -232,3 +232,7 @@ def test_cli_target_weights(model_dir, tmp_path, capsys):
     assert main(["results", str(db)]) == 0
     assert "Per tensor" in capsys.readouterr().out
     assert main(["inject", str(model_dir / "mm.onnx"), "--tensors", "B", "--runs", "1"]) == 2
+    capsys.readouterr()
+    assert main(["inject", str(model_dir / "mm.onnx"), "--inputs", str(model_dir / "inputs"), "-o",
+                 str(model_dir / "work"), "--target", "weights", "--exhaustive", "--dry-run"]) == 0
+    assert f"{(W.size + B.size) * 32:,}" in capsys.readouterr().out  # every (element, bit)

@@ -43,8 +43,16 @@ def plan(campaign, runs: int | None = None, exhaustive: bool = False) -> dict:
         for kind, key in keys.items():
             groups[kind][key][0] += 1
             groups[kind][key][1] += n
+    for target in campaign.weight_targets:  # weight faults: each tensor a site, its elements the instances
+        keys = {"layer": f"{target.node} ({target.op_type} {target.layer})", "function": target.tensor,
+                "opcode": "weight"}
+        for kind, key in keys.items():
+            groups[kind][key][0] += 1
+            groups[kind][key][1] += target.count
     total = runs if runs is not None else config.runs
-    if exhaustive or config.draw == "exhaustive":  # every (instance, bit) of the widest register
+    if campaign.weight_targets and (exhaustive or config.draw == "exhaustive"):
+        total = campaign.population()  # every (input set, element, bit)
+    elif exhaustive or config.draw == "exhaustive":  # every (instance, bit) of the widest register
         from .campaign import WIDTH
         from .plan import exhaustive_size
 
