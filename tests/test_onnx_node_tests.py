@@ -44,7 +44,7 @@ PARAMETER_INPUTS = {
     ("Pad", 1), ("Pad", 2), ("Pad", 3),
     *((op, 1) for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                          "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "CumSum")),
-    *FLOAT_PARAMETER_INPUTS,
+    *FLOAT_PARAMETER_INPUTS, ("LSTM", 4), ("GRU", 4), ("RNN", 4),
 }
 
 
