@@ -113,6 +113,10 @@ def test_exhaustive_campaign_equals_python_recomputation(loop):
             assert outcome == ("benign" if expected == golden else "sdc"), (target, bit, outcome)
             assert output.decode() == expected, (target, bit)
     assert summary["activated"] == 4 * N * 32 + N + 32
+    # llc -O2 (the hooks keep the instance order): the same trials, outcomes and outputs
+    assert main(["compile", str(root / "loop.mlir"), "--opt-level", "2", "-o", str(root / "o2")]) == 0
+    _, rows_o2 = _exhaustive(root / "o2", root / "o2.db")
+    assert sorted(rows_o2) == sorted(rows)
 
 
 def test_sid_through_opt_keeps_output_and_cuts_sdcs(loop):
