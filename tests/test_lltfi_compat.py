@@ -283,6 +283,22 @@ def test_llfiindex_and_old_formats():
     assert index_alone.selector.instructions == {7}
 
 
+def test_llfi_test_suite_tracing_style_with_placeholders():
+    config = parse_config("defaultTimeOut: 500\ncompileOption:\n  instSelMethod:\n    - insttype:\n"
+                          "        include: [all]\n        exclude: [ret]\n  regSelMethod: regloc\n  regloc: dstreg\n"
+                          "  tracingPropagation: True\n  tracingPropagationOption:\n    maxTrace: 250\n"
+                          "    debugTrace: True/False\n    generateCDFG: True\nrunOption:\n"
+                          "  - run:\n      numOfRuns: 5\n      fi_type: bitflip\n"
+                          "  - run:\n      numOfRuns: 1\n      fi_type: bitflip\n      fi_cycle: 15574729\n"
+                          "      fi_index: 2293\n      fi_reg_index: 0\n      fi_bit: 49\n      fi_random_seed: 10\n"
+                          "      verbose: True\n      timeOut: 1000\n")
+    assert config.verbose and config.faults[1].seed == 10  # verbose: True in the run block
+    assert config.graphs and config.max_trace == 250 and config.faults[1].cycle == 15574729
+    assert any("placeholder" in n for n in config.notes)
+    with pytest.raises(ConfigError, match=":3: debugTrace: expected True or False, got 'maybe'"):
+        parse_config("compileOption:\n  tracingPropagationOption:\n    debugTrace: maybe\n", "t.yaml")
+
+
 def test_early_lltfi_maingraph_selector_and_auto_injection():
     config = parse_config("compileOption:\n  instSelMethod:\n    - customInstselector:\n        include: [maingraph]\n"
                           "runOption:\n  - run:\n      numOfRuns: 100\n      fi_type: bitflip\n"

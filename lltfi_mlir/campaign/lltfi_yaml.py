@@ -75,6 +75,15 @@ def read_lltfi(reader: Reader, top: dict[str, yaml.Node], opcodes) -> LltfiConfi
     return out
 
 
+def _flag(reader: Reader, node: yaml.Node, key: str, out: LltfiConfig) -> bool:
+    """An LLFI boolean; the master lists' placeholder `True/False` is false there (it is not True)."""
+    value = reader.value(node)
+    if isinstance(value, str) and value.replace(" ", "") in ("True/False", "False/True"):
+        out.notes.append(f"{key}: {value!r} (the master list's placeholder) is read as False, as LLFI does")
+        return False
+    return reader.boolean(node, key)
+
+
 def _seconds(reader: Reader, node: yaml.Node, key: str) -> float:
     return reader.scalar(node, key, float, lambda v: 0.01 <= v <= 1e6, "seconds, 0.01..1e6 (LLFI's unit)")
 
@@ -129,7 +138,7 @@ def _compile_option(reader: Reader, node: yaml.Node, out: LltfiConfig, opcodes) 
             if d not in ("forward", "backward"):
                 raise reader.fail(node, f"includeInjectionTrace: {short(d)} is not forward or backward")
         sel["trace"] = frozenset(directions)
-    tracing = reader.boolean(keys["tracingPropagation"], "tracingPropagation") \
+    tracing = _flag(reader, keys["tracingPropagation"], "tracingPropagation", out) \
         if "tracingPropagation" in keys else False
     max_trace, graphs = 250, False
     if "tracingPropagationOption" in keys:
@@ -137,14 +146,14 @@ def _compile_option(reader: Reader, node: yaml.Node, out: LltfiConfig, opcodes) 
                                  ("maxTrace", "debugTrace", "mlTrace", "generateCDFG"))
         if "maxTrace" in options:
             max_trace = reader.integer(options["maxTrace"], "maxTrace", 1, 4096)
-        if "debugTrace" in options and reader.boolean(options["debugTrace"], "debugTrace"):
+        if "debugTrace" in options and _flag(reader, options["debugTrace"], "debugTrace", out):
             out.campaign["verbose"] = True
-        if "mlTrace" in options and reader.boolean(options["mlTrace"], "mlTrace"):
+        if "mlTrace" in options and _flag(reader, options["mlTrace"], "mlTrace", out):
             out.campaign["trace_layers"] = True
         if "generateCDFG" in options:
-            graphs = reader.boolean(options["generateCDFG"], "generateCDFG")
+            graphs = _flag(reader, options["generateCDFG"], "generateCDFG", out)
     if "generateDotGraph" in keys:
-        graphs = graphs or reader.boolean(keys["generateDotGraph"], "generateDotGraph")
+        graphs = graphs or _flag(reader, keys["generateDotGraph"], "generateDotGraph", out)
     if tracing:
         out.campaign["trace_layers"] = True
         out.campaign["max_trace"] = max_trace
@@ -351,7 +360,7 @@ def _run_block(reader: Reader, node: yaml.Node, out: LltfiConfig) -> dict:
         if key in keys:
             reader.integer(keys[key], key, 0, 1 << 16)
             out.notes.append(f"{key} is written by LLFI's runtime into its fault log but never read back: no effect")
-    if "verbose" in keys and reader.boolean(keys["verbose"], "verbose"):
+    if "verbose" in keys and _flag(reader, keys["verbose"], "verbose", out):
         out.campaign["verbose"] = True
     return fields
 
