@@ -279,7 +279,7 @@ def test_walk_server_refuses_what_it_cannot_walk(gemm_dir, tmp_path):
     exe = campaign.instrumented.executable
     with pytest.raises(RunError, match="walk server did not start: error: cannot open .*missing.txt"):
         next(WalkExecutor(exe, tmp_path / "missing.txt", 2, 1_000_000).run([]))
-    inputs = campaign.instrumented.directory / "inputs.txt"
+    inputs = campaign.inputs_list  # each campaign writes its own list (replay after another campaign)
     lines = "".join(Trial(i, 0, target, FaultConfig(), None, i + 1).line(1_000_000) for i, target in enumerate((5, 3)))
     proc = subprocess.run([str(exe), "--walk", "--inputs-list", str(inputs)], input=lines + "walk\n",
                           capture_output=True, text=True)
