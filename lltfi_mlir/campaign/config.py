@@ -266,11 +266,10 @@ def _campaign(reader: Reader, node: yaml.Node, campaign: dict) -> None:
         campaign["runs"] = reader.integer(keys["runs"], "runs", 1, MAX_RUNS)
     if "seed" in keys:
         campaign["seed"] = reader.integer(keys["seed"], "seed", 0, MAX_SEED)
-    if "timeout" in keys:
-        if reader.value(keys["timeout"]) != "auto":
-            campaign["timeout"] = reader.scalar(keys["timeout"], "timeout", float,
-                                                lambda v: MIN_TIMEOUT <= v <= MAX_TIMEOUT,
-                                                f"seconds {MIN_TIMEOUT}..{MAX_TIMEOUT:g}, or auto")
+    if "timeout" in keys and reader.value(keys["timeout"]) != "auto":
+        campaign["timeout"] = reader.scalar(keys["timeout"], "timeout", float,
+                                            lambda v: MIN_TIMEOUT <= v <= MAX_TIMEOUT,
+                                            f"seconds {MIN_TIMEOUT}..{MAX_TIMEOUT:g}, or auto")
     if "draw" in keys:
         campaign["draw"] = reader.choice(keys["draw"], "draw", DRAWS)
 

@@ -111,5 +111,6 @@ def print_plan(summary: dict, console: Console) -> None:
         table.add_row(str(b["block"]), f"{b['trials']:,}", b["type"], faults, str(b["seed"]), f"{b['timeout']:g}")
     console.print(table)
     console.print(f"estimated time: {summary['estimated_seconds']:.1f} s for {summary['trials']:,} trials "
-                  f"({summary['engine']} engine, {summary['jobs']} jobs, fault-free run {summary['golden_seconds']:.3g} s)")
+                  f"({summary['engine']} engine, {summary['jobs']} jobs, "
+                  f"fault-free run {summary['golden_seconds']:.3g} s)")
     console.print(f"dry run: no trial was run; the campaign would write {safe(summary['db'])}", soft_wrap=True)

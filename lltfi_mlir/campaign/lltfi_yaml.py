@@ -18,8 +18,9 @@ LLFI_FAULT_TYPES = ("bitflip", "stuck_at_0", "stuck_at_1")
 # LLTFI -layerName values -> ONNX op types (onnx-mlir lowers Gemm and MatMul alike to "matmul").
 LAYER_NAMES = {"conv": ("Conv",), "relu": ("Relu",), "matmul": ("MatMul", "Gemm"), "gemm": ("Gemm",),
                "maxpool": ("MaxPool",), "avgpool": ("AveragePool", "GlobalAveragePool"), "add": ("Add", "Sum"),
-               "softmax": ("Softmax",), "sigmoid": ("Sigmoid",), "tanh": ("Tanh",), "batchnorm": ("BatchNormalization",),
-               "lrn": ("LRN",), "loop": ("Loop",), "nonmaxs": ("NonMaxSuppression",), "unsqueeze": ("Unsqueeze",)}
+               "softmax": ("Softmax",), "sigmoid": ("Sigmoid",), "tanh": ("Tanh",),
+               "batchnorm": ("BatchNormalization",), "lrn": ("LRN",), "loop": ("Loop",),
+               "nonmaxs": ("NonMaxSuppression",), "unsqueeze": ("Unsqueeze",)}
 REGLOC = {"dstreg": "dst", "allsrcreg": "allsrc", "srcreg1": "src1", "srcreg2": "src2", "srcreg3": "src3",
           "srcreg4": "src4", "allreg": "all"}
 # LLVM instructions that exist but are never a fault site in the LLVM dialect (no value register, or
