@@ -617,8 +617,9 @@ def main(argv: list[str] | None = None) -> int:
         # nothing the tool can fix, and resuming later is safe (trials are written before they count).
         if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
             raise
-        errors.print(f"lltfi-mlir: error: {plain(exc.strerror)}: {plain(exc.filename or '')} (free space or raise the "
-                     "limit, then re-run the command: a campaign resumes)", markup=False, soft_wrap=True)
+        where = f" ({plain(exc.filename)})" if exc.filename else ""
+        errors.print(f"lltfi-mlir: error: {plain(exc.strerror)}{where}: free space or raise the limit, then re-run "
+                     "the command (a campaign resumes)", markup=False, soft_wrap=True)
         return ExitCode.FAILURE
 
 
