@@ -409,6 +409,12 @@ def test_alias_bomb_fails_fast_with_a_short_message(tmp_path, capsys):
     assert "YAML nodes" in err and len(err) < 400 and err.count("\n") == 1
 
 
+def test_deep_nesting_is_refused_before_the_recursive_composer():
+    # 50,000 levels crash libyaml's composer (a segfault) and overflow Python's: refused from the events.
+    with pytest.raises(ConfigError, match=":1: the configuration nests deeper than 64 levels"):
+        parse_config("select: " + "[" * 50000 + "]" * 50000 + "\n", "deep.yaml")
+
+
 def test_long_garbage_value_gives_a_bounded_message():
     with pytest.raises(ConfigError) as info:
         parse_config("select:\n  lines: [" + ", ".join(["99999"] * 5000) + "]\n", "c.yaml")

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 # Nodes a config may expand to, counting every alias expansion (LLTFI's master list has ~150).
 MAX_NODES = 20_000
 MAX_TEXT = 1 << 20  # bytes: a config is a page of YAML
+MAX_DEPTH = 64      # nesting levels (LLTFI's configs use 5)
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster, same marks
 _SHORT = reprlib.Repr()
@@ -45,12 +46,26 @@ def decode(data: bytes, source: str) -> str:
 def compose(text: str, source: str) -> yaml.Node | None:
     """The node tree of one YAML document, refused when aliases expand it beyond MAX_NODES."""
     try:
+        _check_depth(text, source)  # before composing: the composers recurse (libyaml's to a segfault)
         root = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())[:300]}") from None
     if root is not None:
         _count_nodes(root, source)
     return root
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH, reading the parser's event stream (iterative)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{source}:{event.start_mark.line + 1}: the configuration nests deeper than "
+                                  f"{MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
 
 
 def _count_nodes(root: yaml.Node, source: str) -> None:
