@@ -93,7 +93,7 @@ def _insert(piece: ir.Value, dest: ir.Value, offsets: list[int]) -> ir.Value:
 
 def _matmul_t(a: ir.Value, w: ir.Value) -> ir.Value:
     """(..., K) x (N, K)^T -> (..., N): `acc + a * w` over K in order, from 0."""
-    a_shape, (n, k) = b.shape_of(a), b.shape_of(w)
+    a_shape, n = b.shape_of(a), b.shape_of(w)[0]
     rank = len(a_shape) + 1
     d = b.dims(rank)
     lead = d[:len(a_shape) - 1]
