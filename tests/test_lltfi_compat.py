@@ -388,6 +388,10 @@ def test_refusals_name_the_key_and_line(text, message):
     ("fault:\n  bit: 64\n", ":2: bit: 64 is not allowed"),
     ("sdc:\n  thresholds: [.nan]\n", "thresholds: expected a list of non-negative numbers"),
     ("sdc:\n  ignore_lines: ['(']\n", "is not a regular expression"),
+    ("campaign:\n  runs: " + "9" * 5000 + "\n", ":2: cannot read this value: Exceeds the limit"),
+    ("campaign:\n  runs: !!python/object:os.system x\n", ":2: cannot read this value: could not determine a "
+     "constructor"),
+    ("campaign:\n  runs: 2001-12-14\n", ":2: runs: expected int, got datetime.date(2001, 12, 14)"),
 ])
 def test_null_infinite_and_out_of_range_values(text, message):
     with pytest.raises(ConfigError) as info:

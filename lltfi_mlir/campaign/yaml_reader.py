@@ -123,7 +123,7 @@ class Reader:
         loader = yaml.SafeLoader("")
         try:
             return loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:  # ValueError: ints over 4,300 digits
             raise self.fail(node, f"cannot read this value: {' '.join(str(exc).split())[:200]}") from None
         finally:
             loader.dispose()
