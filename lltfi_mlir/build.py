@@ -31,7 +31,8 @@ class Build:
             raise UsageError(f"{self.directory} is not a build directory (no manifest.json); "
                              "create one with: lltfi-mlir compile model.onnx -o DIR")
         self.manifest = json.loads(manifest_path.read_text())
-        self.inputs = [TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32")) for t in self.manifest["inputs"]]
+        self.inputs = [TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32"))
+                       for t in self.manifest["inputs"]]
         self.outputs = [TensorSpec(t["name"], tuple(t["shape"]), t.get("dtype", "float32"))
                         for t in self.manifest["outputs"]]
         # Layer-tracing builds return every node's output after the model's own outputs.

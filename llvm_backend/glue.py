@@ -79,9 +79,11 @@ def generate_glue(entry: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor
         for i, shape in enumerate(shapes):
             values = ", ".join(str(d) for d in shape) or "0"
             lines.append(f"static const int64_t {kind}{i}_shape[] = {{{values}}};")
-    for kind, prefix, shapes, types in (("inputs", "in", in_shapes, in_types), ("outputs", "out", out_shapes, out_types)):
-        entries = ", ".join(f"{{{len(shape)}, {prefix}{i}_shape, {int(np.prod(shape, dtype=np.int64))}, {code}, {size}}}"
-                            for i, (shape, (code, size)) in enumerate(zip(shapes, types)))
+    for kind, prefix, shapes, types in (("inputs", "in", in_shapes, in_types),
+                                        ("outputs", "out", out_shapes, out_types)):
+        entries = ", ".join(
+            f"{{{len(shape)}, {prefix}{i}_shape, {int(np.prod(shape, dtype=np.int64))}, {code}, {size}}}"
+            for i, (shape, (code, size)) in enumerate(zip(shapes, types)))
         lines.append(f"const lltfi_tensor_info lltfi_{kind}[] = {{{entries or '{0}'}}};")
     lines.append(f"const int lltfi_num_inputs = {len(in_shapes)};")
     lines.append(f"const int lltfi_num_outputs = {len(out_shapes)};")
@@ -113,7 +115,8 @@ def generate_glue(entry: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor
         ref = "result" if len(out_shapes) == 1 else f"result.r{i}"
         rank = len(shape)
         sizes = f"{ref}.sizes, {ref}.strides" if rank else "0, 0"
-        lines.append(f"  lltfi_copy_strided(outputs[{i}], {ref}.aligned, {ref}.offset, {sizes}, {rank}, {out_types[i][1]});")
+        lines.append(f"  lltfi_copy_strided(outputs[{i}], {ref}.aligned, {ref}.offset, {sizes}, {rank}, "
+                     f"{out_types[i][1]});")
     owned = ", ".join("result.allocated" if len(out_shapes) == 1 else f"result.r{i}.allocated"
                       for i in range(len(out_shapes)))
     lines.append(f"  void *owned[] = {{{owned}}};")

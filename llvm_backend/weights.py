@@ -60,7 +60,8 @@ def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.nd
         sizes[symbol] = data.nbytes
         if not _SYMBOL.fullmatch(symbol):  # MLIR's own names; nothing else may enter weights.S
             raise ValueError(f"weight symbol {symbol!r} is not an assembler identifier")
-        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:", f"\t.incbin {quoted_string(f'weights/{path.name}')}"]
+        lines += [f"\t.globl {symbol}", "\t.p2align 6", f"{symbol}:",
+                  f"\t.incbin {quoted_string(f'weights/{path.name}')}"]
     # The table that memory faults address weights by (campaign/memory.py, runtime/memory_faults.h):
     # entry i is the i-th symbol in sorted order, as weight_order() lists them; names never reach C.
     order = weight_order(weights)

@@ -9,11 +9,11 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
-from lltfi_mlir.build import Build
 from lltfi_mlir.llvm_backend.codegen import runtime_objects
 from lltfi_mlir.llvm_backend.glue import generate_glue
 from lltfi_mlir.runtime import CONTROLLER_SOURCES, SOURCE_DIR
+
+from lltfi_mlir.build import Build
 
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
 SANITIZER_ENV = {"ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1"}
@@ -45,12 +45,14 @@ def fake_model_source(inputs: list[tuple], outputs: list[tuple], body: str) -> s
     if len(outputs) == 1:
         result = f"d{len(outputs[0][1])}"
     else:
-        lines.append("typedef struct { " + " ".join(f"d{len(t[1])} r{i};" for i, t in enumerate(outputs)) + " } results;")
+        fields = " ".join(f"d{len(t[1])} r{i};" for i, t in enumerate(outputs))
+        lines.append(f"typedef struct {{ {fields} }} results;")
         result = "results"
     lines.append(f"static void body(void **in, void **out) {{\n{body}\n}}")
     params = ", ".join([f"{result} *res"] + [f"d{len(t[1])} *a{i}" for i, t in enumerate(inputs)])
     lines.append(f"void _mlir_ciface_main_graph({params}) {{")
-    lines.append(f"  void *in[{max(1, len(inputs))}] = {{{', '.join(f'a{i}->aligned' for i in range(len(inputs))) or '0'}}};")
+    pointers = ", ".join(f"a{i}->aligned" for i in range(len(inputs))) or "0"
+    lines.append(f"  void *in[{max(1, len(inputs))}] = {{{pointers}}};")
     lines.append(f"  void *out[{len(outputs)}];")
     for i, (_, shape, dtype) in enumerate(outputs):
         nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model, ort_run
+from lltfi_mlir.llvm_backend.glue import DTYPE_CODES
 from native_helpers import fake_model_build, result_bytes, trial_line
 from onnx import TensorProto, helper, numpy_helper
 
@@ -19,7 +20,6 @@ from lltfi_mlir.campaign.executor import split_outputs
 from lltfi_mlir.cli import main
 from lltfi_mlir.compiler import compile_onnx
 from lltfi_mlir.errors import InputError
-from lltfi_mlir.llvm_backend.glue import DTYPE_CODES
 
 DTYPES = sorted(DTYPE_CODES)
 
