@@ -425,6 +425,19 @@ def test_long_garbage_value_gives_a_bounded_message():
     assert len(str(info.value)) < 300
 
 
+@pytest.mark.parametrize("path, message", [("/dev/zero", "not a regular file"), (".", "not a regular file")])
+def test_config_that_is_not_a_file(path, message, capsys):
+    assert main(["check-config", path]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_oversized_config(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# " + b"x" * (2 << 20) + b"\n")
+    assert main(["check-config", str(path)]) == 2
+    assert "is too large for a configuration" in capsys.readouterr().err
+
+
 def test_non_utf8_config_is_one_line(tmp_path, capsys):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("runOption:\n  - run:\n      numOfRuns: 5 # d\xe9faut\n".encode("latin-1"))

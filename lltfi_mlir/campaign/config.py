@@ -20,7 +20,7 @@ from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS, KNOWN_OPCODES, REGIS
 from ..errors import ConfigError
 from .lltfi_yaml import LAYER_NAMES as LLTFI_LAYER_NAMES
 from .lltfi_yaml import REGLOC, TOP_KEYS, read_lltfi, register_of
-from .yaml_reader import Reader, compose, decode, short
+from .yaml_reader import MAX_TEXT, Reader, compose, decode, short
 
 FAULT_TYPES = ("bitflip", "stuck_at_0", "stuck_at_1")
 SDC_CRITERIA = ("top1", "topk", "threshold", "tolerance", "python")
@@ -321,8 +321,11 @@ def load_config(path: str | Path | None) -> CampaignConfig:
     if path is None:
         return CampaignConfig()
     path = Path(path)
+    if path.exists() and not path.is_file():  # a directory, a device (/dev/zero), a FIFO that would block
+        raise ConfigError(f"cannot read config {path}: not a regular file")
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT + 1)  # decode() refuses anything longer
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
     return parse_config(decode(data, str(path)), str(path))

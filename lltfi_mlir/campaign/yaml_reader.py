@@ -34,7 +34,7 @@ def short(value: object) -> str:
 def decode(data: bytes, source: str) -> str:
     """Config bytes as text: UTF-8 (with or without a BOM) or an error naming the bad byte."""
     if len(data) > MAX_TEXT:
-        raise ConfigError(f"{source}: {len(data):,} bytes is too large for a configuration (at most {MAX_TEXT:,})")
+        raise ConfigError(f"{source}: more than {MAX_TEXT:,} bytes is too large for a configuration")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
