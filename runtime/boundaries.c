@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "fi_runtime.h"
+#include "memory_faults.h"
 #include "trial_protocol.h"
 
 #define ABSENT UINT64_MAX
@@ -209,6 +210,7 @@ static void on_check(int64_t node, int64_t last_use, const void *data, int64_t n
 }
 
 void lltfi_node_end(int64_t node, int64_t last_use, const void *data, int64_t nbytes, int32_t final) {
+  lltfi_memory_node_end(node, data, nbytes, final);  /* an activation fault strikes here */
   seq++;
   if (mode == RECORD) on_record(node, last_use, data, nbytes);
   else if (mode == CHECK) on_check(node, last_use, data, nbytes, final);

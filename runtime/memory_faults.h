@@ -9,6 +9,12 @@
  * (trial_protocol.h): fault type, num_bits, bit, mask and seed choose the bits exactly as for an
  * instruction fault. The fault record names the first table entry as `site` and the element as
  * `index`, with that copy's bits before and after.
+ *
+ * Activations (transient faults): a line prefixed "A id node output elem_bytes " asks the child to
+ * corrupt element `target` of the `output`-th tensor that ONNX node `node` reports at its operator
+ * boundary (runtime/boundaries.h: lltfi_node_end, after the node's call in an instrumented build of
+ * optimized code), right after the operator wrote it and before anything reads it. The fault record
+ * names `id` (the campaign's number for that tensor) as `site`.
  */
 #ifndef LLTFI_MEMORY_FAULTS_H
 #define LLTFI_MEMORY_FAULTS_H
@@ -24,7 +30,8 @@ typedef struct {
 #define LLTFI_MAX_COPIES 16
 
 typedef struct {
-  int kind;            /* 0: none (an instruction fault); 1: a weight element */
+  int kind;            /* 0: none (an instruction fault); 1: a weight element; 2: an activation element */
+  long long id, node, output;          /* activations */
   int n_copies;
   long long tensor[LLTFI_MAX_COPIES];  /* indices into lltfi_weight_table, all of the same size */
   int elem_bytes;      /* 1, 2, 4 or 8 */
@@ -37,8 +44,12 @@ const char *lltfi_parse_memory_fault(const char *line, lltfi_memory_fault *m);
 /* 0 if the fault names an existing element of an existing table entry (or is none), else -1. */
 int lltfi_check_memory_fault(const lltfi_memory_fault *m, long long element);
 
-/* In the child, before the inference: corrupts the element and records the fault in `log`; the
-   model then runs fault-free (golden mode). */
+/* In the child, before the inference: corrupts the weight element (or arms the activation fault)
+   and records the fault in `log`; the model then runs in golden mode. */
 void lltfi_apply_memory_fault(const lltfi_memory_fault *m, long long element, const lltfi_fault_spec *spec,
                               lltfi_fault_log *log);
+
+/* Called by lltfi_node_end for every output tensor of every operator: applies an armed activation
+   fault when its tensor comes by. */
+void lltfi_memory_node_end(int64_t node, const void *data, int64_t nbytes, int32_t final);
 #endif

@@ -128,8 +128,8 @@ def test_weight_faults_with_layer_tracing(model_dir):
 
 
 def test_exhaustive_activation_campaign_matches_numpy(model_dir):
-    """Every (element, bit) of the MatMul's output buffer: SDC exactly when numpy's h with that bit
-    flipped, plus B, changes the output."""
+    """Every (element, bit) of the MatMul's output buffer, flipped at its operator boundary in the
+    optimized build: SDC exactly when numpy's h with that bit flipped, plus B, changes the output."""
     config = parse_config(CONFIG.replace("weights", "activations") + "select: {nodes: [mm]}\n")
     campaign = Campaign.from_onnx(model_dir / "mm.onnx", config, model_dir / "inputs", out_dir=model_dir / "work",
                                   jobs=2)
@@ -150,6 +150,7 @@ def test_exhaustive_activation_campaign_matches_numpy(model_dir):
             wrong.append((element, bit, outcome, expected))
     assert not wrong, wrong[:10]
     assert set(summary["by_layer"]) == {"mm (MatMul 1)"} and 0 < summary["outcomes"]["sdc"]["count"] < len(rows)
+    assert set(summary["by_opcode"]) == {"activation"} and set(summary["by_function"]) == {"h (mm)"}
     db.close()
 
 

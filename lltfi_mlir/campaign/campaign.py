@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..build import Build
 from ..compiler import CompileOptions, compile_onnx, options_of_build
-from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS
+from ..dialect_passes.sites import DEFAULT_OPCODES, GROUPS, SiteSelector
 from ..errors import RunError, UsageError
 from ..frontend.importer import OP_HOOK
 from ..instrument import InstrumentedBuild, instrument_build
@@ -37,7 +37,7 @@ from .early_end import EarlyEnd, early_end_policy
 from .executor import LocalExecutor, ProgramRun, RawResult, split_outputs
 from .inputs import find_input_sets
 from .interrupts import signals_deferred, terminate_as_interrupt
-from .memory import WeightTarget, check_memory_campaign, uninstrumented, weight_plan, weight_targets
+from .memory import WeightTarget, activation_targets, check_memory_campaign, uninstrumented, weight_plan, weight_targets
 from .memory import population as memory_population
 from .outcomes import SdcJudge, classify
 from .plan import Trial, exhaustive_size, exhaustive_trials, uniform_trial
@@ -124,13 +124,10 @@ class Campaign:
         self.input_sets = input_sets
         self.jobs = jobs or os.cpu_count() or 1
         self.engine = _engine(engine, build)  # how trials run; not part of the campaign's identity
-        self.weight_targets: list[WeightTarget] = []  # fault target "weights": the tensors drawn from
+        self.weight_targets: list[WeightTarget] = []  # fault target weights or activations: the tensors
         if config.target != "instructions":
             check_memory_campaign(config, build, engine)
-            if config.target == "weights":
-                self.engine = "simple"  # a weight fault exists from the start: the walk would skip nothing
-            else:  # activations: a flipped element of an operator's output buffer (memory.py)
-                config = self.config = dataclasses.replace(config, level="operator")
+            self.engine = "simple"  # the fork-server applies memory faults (runtime/memory_faults.c)
         self.dask, self.dask_batch = dask, dask_batch  # a Dask scheduler address (or "local") runs the trials
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
@@ -257,6 +254,9 @@ class Campaign:
                     (t.tensor, t.count) for t in weight_targets(self.build, self.config.selector, self.config.tensors)]:
                 raise UsageError("the layer-tracing build stores other weight tensors than the plain build")
             self.instrumented = uninstrumented(self.work_build)
+        elif self.config.target == "activations":  # flipped at the operator boundaries of an instrumented build
+            self.weight_targets = activation_targets(self.build, self.config.selector)
+            self.instrumented = instrument_build(self.build, SiteSelector())
         else:
             self.instrumented = instrument_build(self.work_build, selector)
             self._check_bits()
@@ -303,8 +303,8 @@ class Campaign:
         db.set_meta("trace_layers", bool(self.config.trace_layers and self.work_build is not self.build))
         db.set_meta("level", self.config.level)
         db.set_meta("target", self.config.target)
-        if self.weight_targets:  # replay: each tensor's copies in the weight table, bytes per element
-            db.set_meta("weight_targets", {str(t.index): [list(t.copies), t.itemsize] for t in self.weight_targets})
+        if self.weight_targets:  # replay: how each tensor's trial lines start
+            db.set_meta("memory_targets", {str(t.index): t.prefix for t in self.weight_targets})
         db.set_meta("sdc", self.config.sdc.criterion)
         if self.config.sdc.criterion == "threshold":
             db.set_meta("thresholds", list(self.config.sdc.thresholds))

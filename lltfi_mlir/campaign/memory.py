@@ -6,28 +6,30 @@ i-th entry is entry i of the runtime's `lltfi_weight_table` (llvm_backend/weight
 of at most RESOURCE_THRESHOLD (64) elements are not targets: they are inlined into the code as
 immediates or constant-pool literals, which are no data symbol of the model (and hold only biases
 of a few channels and small shape constants); integer constants (indices, shapes) are no weights
-either. Tensors the compiler derives from initializers are
-targets under their own name: a Gemm's packed B^T (`<B>_kn`), a folded BatchNormalization's
-`<node>_scale` and `<node>_shift` -- the memory faults hit what the program stores.
+either. Tensors the compiler derives from initializers are targets under their own name: a Gemm's
+packed B^T (`<B>_kn`), a folded BatchNormalization's `<node>_scale` and `<node>_shift` -- the
+memory faults hit what the program stores.
 
 Activations (transient faults): one bit of one element of a selected operator's output buffer,
-flipped after the operator wrote it and before any reader reads it. That is what the operator-level
-build does (`level: operator`): every output element passes through an opaque identity call on its
-way into the buffer, and the fault corrupts one such call's result, so a fault target `activations`
-runs on that build, uniform over (element, bit) of the selected operators' outputs. (In that build
-a Conv's Relu is not fused into its store, so a Conv followed by a Relu has an output buffer of its
-own, as in the ONNX graph.)
+flipped right after the operator wrote it and before anything reads it. In optimized builds every
+operator is an outlined function whose call is followed, in instrumented builds, by
+`lltfi_node_end` for each output tensor (dialect_passes/node_boundaries.py); the runtime flips the
+element there (runtime/memory_faults.c). The targets come from the boundary attributes of the
+build's model.linalg.mlir; a Conv whose Relu is fused into its store has one output buffer, the
+Relu's. Weight and activation trials alike are whole inferences in a fork-server child (engine
+simple).
 
-Weight trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
-`Trial` whose `memory` lists the tensor's table entries (every stored copy, all flipped alike),
-`target` is the element and `bit` the bit (or the runtime draws `num_bits` bits from the seed). The
-fault record names the first copy's entry as its `site`, so the database's sites table holds one
-row per weight tensor and the per-layer, per-tensor and per-bit results come out of the same
-queries as for instruction faults.
+Trials are drawn uniformly over (input set, element, bit) of the selected tensors; each is a
+`Trial` whose `memory` starts its trial line (weights: the tensor's table entries, every stored
+copy flipped alike; activations: the node and which output), `target` is the element and `bit` the
+bit (or the runtime draws `num_bits` bits from the seed). The fault record names the tensor's
+number as its `site`, so the database's sites table holds one row per tensor and the per-layer,
+per-tensor and per-bit results come out of the same queries as for instruction faults.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -51,9 +53,10 @@ TYPE_NAMES = {"float32": "f32", "float64": "f64", "float16": "f16", "int64": "i6
 
 @dataclass(frozen=True)
 class WeightTarget:
-    """One weight tensor a fault may hit: entry `index` of the runtime's weight table."""
+    """One tensor a memory fault may hit: a weight (entry `index` of the runtime's weight table) or
+    an activation (an operator's output, numbered `index` by the campaign)."""
 
-    index: int          # its first copy's entry (the site id in the database)
+    index: int          # weights: its first copy's table entry; the site id in the database
     tensor: str
     count: int          # elements
     itemsize: int       # bytes per element
@@ -64,14 +67,24 @@ class WeightTarget:
     # Every table entry holding this tensor: each outlined node stores the constants it reads, so a
     # tensor read by two nodes (an OD duplicate and its original) has two copies, all hit at once.
     copies: tuple[int, ...] = ()
+    # Activations: the ONNX node index reporting the tensor at its boundary, and which of its outputs.
+    activation: tuple[int, int] | None = None
 
     @property
     def width(self) -> int:
         return 8 * self.itemsize
 
+    @property
+    def prefix(self) -> str:
+        """What the fork-server's trial line starts with (runtime/memory_faults.h)."""
+        if self.activation is not None:
+            return f"A {self.index} {self.activation[0]} {self.activation[1]} {self.itemsize}"
+        return f"W {','.join(map(str, self.copies))} {self.itemsize}"
+
     def site_row(self) -> tuple:
         """Its row in the database's sites table (function column: the tensor's name)."""
-        return (self.index, self.tensor, "weight", TYPE_NAMES.get(self.dtype, self.dtype), "memory", self.node,
+        kind = "activation" if self.activation is not None else "weight"
+        return (self.index, self.tensor, kind, TYPE_NAMES.get(self.dtype, self.dtype), "memory", self.node,
                 self.op_type, self.layer, self.count)
 
 
@@ -109,6 +122,52 @@ def weight_targets(build: Build, selector: SiteSelector, tensors: frozenset[str]
     return targets
 
 
+_BOUNDARY = re.compile(r"lltfi\.boundary = array<i64: ([0-9, ]+)>")
+_TENSOR = re.compile(r"tensor<([^>]*)>")
+_FLOAT_BYTES = {"f32": 4, "f64": 8, "f16": 2}
+
+
+def activation_targets(build: Build, selector: SiteSelector) -> list[WeightTarget]:
+    """The floating-point outputs of the selected operators, as their outlined functions report them
+    at their boundaries (the importer's `lltfi.boundary` attribute in model.linalg.mlir: ONNX node
+    index, then bytes, element bytes and last reader per result). A Conv whose Relu is fused into its
+    store reports the Relu's output: that is the buffer the program writes."""
+    nodes = build.manifest.get("nodes", [])
+    info = node_info_from_manifest(build.manifest)
+    node_selector = SiteSelector(operators=selector.operators, exclude_operators=selector.exclude_operators,
+                                 nodes=selector.nodes, exclude_nodes=selector.exclude_nodes, layers=selector.layers)
+    targets: list[WeightTarget] = []
+    found = False
+    with open(build.directory / "model.linalg.mlir") as handle:
+        for line in handle:
+            match = _BOUNDARY.search(line) if "func.func private @node_" in line else None
+            if not match:
+                continue
+            found = True
+            values = [int(v) for v in match.group(1).split(",")]
+            results = _TENSOR.findall(line[:match.start()].rpartition(" attributes {")[0].rpartition(") -> ")[2])
+            node_index = values[0]
+            name = nodes[node_index]["name"] if node_index < len(nodes) else None
+            if name is None or not node_selector.accepts_node(name, info.get(name)):
+                continue
+            for k, spec in enumerate(results):
+                element = spec.rpartition("x")[2]
+                nbytes, size = values[1 + 3 * k], values[2 + 3 * k]
+                if element not in _FLOAT_BYTES or size != _FLOAT_BYTES[element] or not nbytes:
+                    continue
+                tensor = nodes[node_index]["outputs"][k]["name"] if k < len(nodes[node_index]["outputs"]) else None
+                label = f"{name} output {k}" if tensor is None else f"{tensor} ({name})"
+                targets.append(WeightTarget(len(targets), label, nbytes // size, size,
+                                            {"f32": "float32", "f64": "float64", "f16": "float16"}[element], name,
+                                            info[name].op_type, info[name].layer, activation=(node_index, k)))
+    if not found:
+        raise UsageError("activation faults need operator boundaries: compile with --codegen optimized")
+    if not targets:
+        raise UsageError("the selection matches no operator output of this model (check operators, nodes and "
+                         "layers against the manifest)")
+    return targets
+
+
 def population(targets: Sequence[WeightTarget], n_inputs: int) -> int:
     """Every (input set, element, bit)."""
     return n_inputs * sum(t.count * t.width for t in targets)
@@ -131,7 +190,7 @@ def uniform_weight_trial(config: CampaignConfig, targets: Sequence[WeightTarget]
         bit = fault.bit
     elif fault.num_bits > 1:
         bit = None  # the runtime draws num_bits distinct bits from the seed
-    return Trial(index, input_index, element, fault, bit, seed, memory=(target.copies, target.itemsize))
+    return Trial(index, input_index, element, fault, bit, seed, memory=target.prefix)
 
 
 def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTarget],
@@ -143,29 +202,27 @@ def exhaustive_weight_trials(config: CampaignConfig, targets: Sequence[WeightTar
         for target in targets:
             for element in range(target.count):
                 for bit in range(target.width):
-                    yield Trial(index, input_index, element, fault, bit, index + 1,
-                                memory=(target.copies, target.itemsize))
+                    yield Trial(index, input_index, element, fault, bit, index + 1, memory=target.prefix)
                     index += 1
 
 
 def check_memory_campaign(config: CampaignConfig, build: Build, engine: str | None) -> None:
     """Refuse what memory faults do not combine with, before any work."""
+    kind = config.target[:-1]  # weight | activation
     if build.is_program:
-        raise UsageError(f"{config.target} faults need an ONNX model (a C/C++ program has no tensors)")
-    if config.target == "activations":
-        if config.trace_layers:
-            raise UsageError("propagation tracing of activation faults is not supported")
-        return
+        raise UsageError(f"{kind} faults need an ONNX model (a C/C++ program has no tensors)")
     if config.level != "instruction":
-        raise UsageError("weight faults and --level operator do not combine (choose one fault target)")
+        raise UsageError(f"{kind} faults and --level operator do not combine (choose one fault target)")
+    if config.target == "activations" and config.trace_layers:
+        raise UsageError("layer tracing of activation faults is not supported (weight faults: --trace layers)")
     if config.max_trace:
-        raise UsageError("weight faults change no instruction: trace them with --trace layers, not instructions")
+        raise UsageError(f"{kind} faults change no instruction: trace them with --trace layers, not instructions")
     if config.draw == "per_layer":
-        raise UsageError("per-layer draws are for instruction faults; weight faults draw uniformly or exhaustively")
+        raise UsageError(f"per-layer draws are for instruction faults; {kind} faults draw uniformly or exhaustively")
     if engine == "walk":
-        raise UsageError("weight faults exist from the start of the run: use --engine simple (the default for them)")
+        raise UsageError(f"{kind} faults run with --engine simple (the default for them)")
     if any(f.max_multiple > 1 or f.cycle is not None for f in config.faults):
-        raise UsageError("a weight fault corrupts one element: max_multiple and fi_cycle do not apply")
+        raise UsageError(f"a {kind} fault corrupts one element: max_multiple and fi_cycle do not apply")
 
 
 def weight_plan(config: CampaignConfig, targets: Sequence[WeightTarget], n_inputs: int, runs: int,

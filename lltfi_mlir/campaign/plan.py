@@ -26,15 +26,15 @@ class Trial:
     seed: int
 
     trace_len: int = 0   # maxTrace: instances recorded after the fault
-    # A weight fault (campaign/memory.py): (the weight table entries of the tensor's copies, bytes per
-    # element); `target` is then the element. None: an instruction fault.
-    memory: tuple[tuple[int, ...], int] | None = None
+    # A memory fault (campaign/memory.py): the start of its trial line, naming the tensor ("W ..." a
+    # weight, "A ..." an activation); `target` is then the element. None: an instruction fault.
+    memory: str | None = None
 
     def line(self, timeout_us: int, mask: int = 0) -> str:
         """The fork-server's trial line (see runtime/campaign_server.c, runtime/memory_faults.h)."""
         f = self.fault
         bit = -1 if self.bit is None else self.bit
-        prefix = f"W {','.join(map(str, self.memory[0]))} {self.memory[1]} " if self.memory else ""
+        prefix = f"{self.memory} " if self.memory else ""
         if f.timeout is not None:  # the run block's own timeOut
             timeout_us = int(f.timeout * 1e6)
         return (f"{prefix}{self.id} {self.input} {self.target} {FAULT_CODES[f.type]} {f.num_bits} {bit} {mask:x} "

@@ -39,7 +39,7 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     db = CampaignDatabase(db_path, create=False)
     try:
         info = db.get_meta("replay")
-        weights = db.get_meta("weight_targets")  # a weight-fault campaign: {site: [copies, bytes per element]}
+        memory = db.get_meta("memory_targets")  # a memory-fault campaign: {site: its trial lines' prefix}
         if info is None:
             raise UsageError(f"{db_path} has no replay information (written by an older version?)")
         columns = ["id", "input", "target", "fault_type", "num_bits", "bit", "max_multiple", "window_len", "seed",
@@ -64,8 +64,7 @@ def replay_trial(db_path: str | Path, trial_id: int) -> Replay:
     fault = FaultConfig(type=recorded["fault_type"], bit=recorded["bit"], num_bits=recorded["num_bits"],
                         max_multiple=recorded["max_multiple"], window_len=recorded["window_len"])
     trial = Trial(recorded["id"], recorded["input"], recorded["target"], fault, recorded["bit"], recorded["seed"],
-                  memory=(tuple(weights[str(recorded["site"])][0]), weights[str(recorded["site"])][1])
-                  if weights else None)
+                  memory=memory[str(recorded["site"])] if memory else None)
     program = ProgramRun(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["program"].items()}) \
         if info.get("program") else None
     executor = LocalExecutor(executable, Path(info["inputs_list"]), 1, info["timeout_us"], program,
