@@ -571,7 +571,6 @@ def test_factorial_run_blocks_are_separate_experiments(tmp_path, capsys):
     assert gaps and all(2 <= g <= 4 for g in gaps)  # LLTFI's window: start..end instances apart
 
 
-@pytest.mark.slow
 def test_makefile_project_with_the_cc_wrapper(tmp_path, capsys):
     project = tmp_path / "multifile"
     shutil.copytree(PROGRAMS / "multifile", project)
