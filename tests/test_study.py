@@ -36,7 +36,7 @@ def check_report(out: Path, runs: int, models: tuple[str, ...], html: bool) -> d
         for entry in report["sid"][name]:
             assert entry["hardened"]["trials"] == runs and entry["overhead"] > -0.5
         weights = report["weights"][name]
-        assert weights["weights"]["trials"] == runs
+        assert weights["weights"]["trials"] == weights["activations"]["trials"] == runs
         assert all(0 <= int(bit) <= 31 for bit in weights["weight_sdc_bits"])
         assert weights["weights_per_tensor"]  # per tensor
         assert weights["table_two"]["trials"] > 0  # weight faults traced through the layers

@@ -10,7 +10,8 @@
 - RQ2: the paper's Table II, from layer-traced campaigns.
 - SID: SDC rate reduction against run-time overhead, unprotected vs hardened (faults in the
   protected operators' arithmetic, the duplicates and checks included).
-- Weight faults (which the paper did not have) vs instruction faults, and the bits that matter.
+- Weight and activation faults (which the paper did not have) vs instruction faults, and the bits
+  that matter.
 
 Writes `report.json` (every number), `report.md` (the tables) and, when the HTML report is
 available, `report.html` (`lltfi-mlir report` over every database; --no-html skips it). Every campaign is a database
@@ -171,7 +172,9 @@ class Study:
             instruction = rate(self.run(f"{name}-instruction", name, CampaignConfig()))
             summary = self.run(f"{name}-weights", name, CampaignConfig(target="weights", trace_layers=True))
             by_bit = {bit: rate(group) for bit, group in summary["by_bit"].items() if group["outcomes"]["sdc"]["count"]}
-            rows[name] = {"instruction": instruction, "weights": rate(summary), "weight_sdc_bits": by_bit,
+            activations = rate(self.run(f"{name}-activations", name, CampaignConfig(target="activations")))
+            rows[name] = {"instruction": instruction, "weights": rate(summary), "activations": activations,
+                          "weight_sdc_bits": by_bit,
                           "table_two": summary.get("propagation"),
                           "weights_per_tensor": {t: rate(g) for t, g in summary["by_function"].items()}}
         return rows
@@ -232,10 +235,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {e['technique']}-{e['correction']} ({e['codegen']}) | {pct(e['unprotected'])} | "
                          f"{pct(e['hardened'])} | {red} | {per} | {100 * e['overhead']:+.1f}% |")
     lines += ["", "## Weight faults vs instruction faults", "",
-              "| model | instruction SDC | weight SDC | bits whose flips gave SDCs |", "|---|---|---|---|"]
+              "| model | instruction SDC | weight SDC | activation SDC | weight bits whose flips gave SDCs |",
+              "|---|---|---|---|---|"]
     for name, row in report["weights"].items():
         bits = ", ".join(sorted(row["weight_sdc_bits"], key=lambda b: int(b) if b.isdigit() else 99))
-        lines.append(f"| {name} | {pct(row['instruction'])} | {pct(row['weights'])} | {bits or '-'} |")
+        lines.append(f"| {name} | {pct(row['instruction'])} | {pct(row['weights'])} | {pct(row['activations'])} | "
+                     f"{bits or '-'} |")
     lines += ["", "Seconds per part: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()), ""]
     return "\n".join(lines)
 
