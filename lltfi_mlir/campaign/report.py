@@ -197,7 +197,7 @@ def print_summary(summary: dict, console: Console, details: bool = True) -> None
     if details:
         if set(summary["by_layer"]) != {"(no operator)"}:
             console.print(_table("Per layer (operator, type, layer number)", summary["by_layer"]))
-        if summary.get("target") == "weights":  # a weight-fault campaign's sites are its tensors
+        if summary.get("target") in ("weights", "activations"):  # memory faults: the sites are tensors
             console.print(_table("Per tensor", summary["by_function"]))
         elif len(summary["by_function"]) > 1 or "(no operator)" in summary["by_layer"]:
             console.print(_table("Per function", summary["by_function"]))
