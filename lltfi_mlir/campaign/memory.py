@@ -136,30 +136,33 @@ def activation_targets(build: Build, selector: SiteSelector) -> list[WeightTarge
     info = node_info_from_manifest(build.manifest)
     node_selector = SiteSelector(operators=selector.operators, exclude_operators=selector.exclude_operators,
                                  nodes=selector.nodes, exclude_nodes=selector.exclude_nodes, layers=selector.layers)
-    targets: list[WeightTarget] = []
-    found = False
+    boundaries: dict[int, tuple[list[int], list[str]]] = {}  # node index -> (attribute values, result types)
     with open(build.directory / "model.linalg.mlir") as handle:
         for line in handle:
             match = _BOUNDARY.search(line) if "func.func private @node_" in line else None
-            if not match:
+            if match:
+                values = [int(v) for v in match.group(1).split(",")]
+                signature = line[:match.start()].rpartition(" attributes {")[0].rpartition(") -> ")[2]
+                boundaries[values[0]] = (values, _TENSOR.findall(signature))
+    found = bool(boundaries)
+    # A Relu fused into its producer's store has no boundary: the producer's buffer holds its output.
+    fused = {node["inputs"][0]: node["outputs"][0]["name"] for i, node in enumerate(nodes)
+             if node["op_type"] == "Relu" and i not in boundaries and node["inputs"] and node["outputs"]}
+    targets: list[WeightTarget] = []
+    for node_index, (values, results) in sorted(boundaries.items()):
+        name = nodes[node_index]["name"] if node_index < len(nodes) else None
+        if name is None or not node_selector.accepts_node(name, info.get(name)):
+            continue
+        outputs = [o["name"] for o in nodes[node_index]["outputs"]]
+        for k, spec in enumerate(results):
+            element = spec.rpartition("x")[2]
+            nbytes, size = values[1 + 3 * k], values[2 + 3 * k]
+            if element not in _FLOAT_BYTES or size != _FLOAT_BYTES[element] or not nbytes:
                 continue
-            found = True
-            values = [int(v) for v in match.group(1).split(",")]
-            results = _TENSOR.findall(line[:match.start()].rpartition(" attributes {")[0].rpartition(") -> ")[2])
-            node_index = values[0]
-            name = nodes[node_index]["name"] if node_index < len(nodes) else None
-            if name is None or not node_selector.accepts_node(name, info.get(name)):
-                continue
-            for k, spec in enumerate(results):
-                element = spec.rpartition("x")[2]
-                nbytes, size = values[1 + 3 * k], values[2 + 3 * k]
-                if element not in _FLOAT_BYTES or size != _FLOAT_BYTES[element] or not nbytes:
-                    continue
-                tensor = nodes[node_index]["outputs"][k]["name"] if k < len(nodes[node_index]["outputs"]) else None
-                label = f"{name} output {k}" if tensor is None else f"{tensor} ({name})"
-                targets.append(WeightTarget(len(targets), label, nbytes // size, size,
-                                            {"f32": "float32", "f64": "float64", "f16": "float16"}[element], name,
-                                            info[name].op_type, info[name].layer, activation=(node_index, k)))
+            tensor = fused.get(outputs[k], outputs[k]) if k < len(outputs) else f"output {k}"
+            targets.append(WeightTarget(len(targets), f"{tensor} ({name})", nbytes // size, size,
+                                        {"f32": "float32", "f64": "float64", "f16": "float16"}[element], name,
+                                        info[name].op_type, info[name].layer, activation=(node_index, k)))
     if not found:
         raise UsageError("activation faults need operator boundaries: compile with --codegen optimized")
     if not targets:
