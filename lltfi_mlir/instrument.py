@@ -111,7 +111,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
              "units": result.units, "boundaries": boundaries, "seconds": seconds}
     (out / "sites.json").write_text(json.dumps(table, indent=1) + "\n")
-    replace_folder(out, final)
+    replace_folder(out, final, complete=lambda d: (d / "sites.json").exists() and (d / STEM).exists())
     out = final
     return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,
                              result.versioned_nests, result.units, boundaries)

@@ -15,7 +15,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import UsageError
@@ -135,9 +135,13 @@ def stage_folder(final: Path) -> Path:
     return stage
 
 
-def replace_folder(stage: Path, final: Path) -> None:
-    """Rename `stage` to `final`, replacing a folder another process (or an older version) left
-    there. Processes still running an executable from the old folder keep running it."""
+def replace_folder(stage: Path, final: Path, complete: Callable[[Path], bool]) -> None:
+    """Rename `stage` to `final`. A `complete` folder already there (another process published the
+    same build first, and may be using it) is kept and `stage` dropped; an incomplete one (an older
+    version's leftover) is replaced."""
+    if complete(final):
+        shutil.rmtree(stage, ignore_errors=True)
+        return
     if final.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
         with contextlib.suppress(FileNotFoundError):

@@ -393,6 +393,11 @@ def test_leftovers_of_killed_builds_are_swept_and_folders_replaced_whole(tmp_pat
     stage = stage_folder(final)
     assert not dead.exists() and stage.is_dir() and not any(stage.iterdir())
     (stage / "model").write_text("new")
-    replace_folder(stage, final)
+    complete = lambda d: (d / "model").exists()  # noqa: E731
+    replace_folder(stage, final, complete)  # an incomplete leftover is replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fi-abc"]
     assert [p.name for p in final.iterdir()] == ["model"]
+    late = stage_folder(final)  # a second process that built the same folder: the first one's stays
+    (late / "model").write_text("late")
+    replace_folder(late, final, complete)
+    assert (final / "model").read_text() == "new" and not late.exists()
