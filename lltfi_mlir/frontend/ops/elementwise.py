@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from mlir import ir
 from mlir.dialects import arith, math
 
 from .. import builders as b
@@ -25,7 +26,7 @@ def binary(imp: Importer, node: onnx.NodeProto) -> list:
     a = imp.value(node.input[0])
     unsigned = imp.unsigned(node.input[0])
     if node.op_type == "Pow" and not b.is_float(b.elem_of(a)):
-        raise imp.error("Pow of integer tensors is not supported (float bases only)")
+        return [_integer_pow(imp, node, a)]
     exponent = imp.const(node.input[1]) if node.op_type == "Pow" else None
     if exponent is not None and exponent.dtype.kind in "iu":
         # Pow's exponent may be an integer tensor (T1 != T); a constant one is exact in float32
@@ -48,6 +49,36 @@ def binary(imp: Importer, node: onnx.NodeProto) -> list:
             raise imp.error(f"legacy broadcast of shape {c_shape} at axis {axis} exceeds rank {a_rank}")
         c = b.reshape(c, c_shape + (1,) * trailing)
     return [b.elementwise([a, c], lambda x, y: fn(x, y, unsigned))]
+
+
+def _integer_pow(imp: Importer, node: onnx.NodeProto, base_tensor):
+    """Integer base: a float exponent goes through float64 pow and truncates back (numpy's
+    power(...).astype); an integer exponent by binary exponentiation over its bits, wrapping as
+    the integer type does."""
+    e_tensor = imp.value(node.input[1])
+    elem = b.elem_of(base_tensor)
+    unsigned = imp.unsigned(node.input[0])
+    if b.is_float(b.elem_of(e_tensor)):
+        f64 = ir.F64Type.get()
+
+        def body(x, e):
+            wide = math.powf(sc.convert(x, f64, unsigned), sc.convert(e, f64))
+            return sc.convert(wide, elem, unsigned_target=unsigned)
+    else:
+        e_unsigned = imp.unsigned(node.input[1])
+
+        def body(x, e):
+            e = sc.convert(e, elem, e_unsigned)
+            one = sc.const_like(x, 1)
+            result, power = one, x
+            for _ in range(sc.width(elem)):
+                bit = sc.compare("ne", arith.andi(e, one), sc.const_like(x, 0))
+                result = arith.select(bit, arith.muli(result, power), result)
+                power = arith.muli(power, power)
+                e = arith.shrui(e, one)
+            return result
+
+    return b.elementwise([base_tensor, e_tensor], body, out_elem=elem)
 
 
 @handler("Sum", any_dtype=True)
@@ -112,14 +143,15 @@ for _op, _fn in _UNARY.items():
 
 @handler("Identity", "Dropout", any_dtype=True)
 def identity(imp: Importer, node: onnx.NodeProto) -> list:
+    x = imp.value(node.input[0])
     if node.op_type == "Dropout":
-        if len(node.output) > 1 and imp.is_used(node.output[1]):
-            raise imp.error("the mask output of Dropout is not supported (inference only)")
         if len(node.input) > 2 and node.input[2]:
             training = imp.const(node.input[2])
             if training is None or bool(np.asarray(training)):
                 raise imp.error("Dropout in training mode is not supported (inference only)")
-    return [imp.value(node.input[0])]
+        if len(node.output) > 1 and imp.is_used(node.output[1]):  # inference: every element kept
+            return [x, b.fill(b.shape_of(x), 1, imp.element(imp.dtype(node.output[1])))]
+    return [x]
 
 
 @handler("Cast", "CastLike", any_dtype=True)

@@ -138,6 +138,8 @@ def _strided_copy(x: ir.Value, starts: list[int], steps: list[int], out_shape: l
     """out[i] = x[start + step * i] per dimension, as a copy (never a view): a static strided
     extract_slice of the visited range, then one linalg.generic that reverses negative-step dims."""
     rank = len(out_shape)
+    if 0 in out_shape:  # nothing to read (the exporters' zero-size splits and slices)
+        return b.empty(out_shape, b.elem_of(x))
     lows = [st if step > 0 else st + step * (n - 1) for st, step, n in zip(starts, steps, out_shape)]
     view = tensor.ExtractSliceOp(b.tensor_type(out_shape, b.elem_of(x)), x, [], [], [],
                                  ir.DenseI64ArrayAttr.get(lows), ir.DenseI64ArrayAttr.get(list(out_shape)),
@@ -174,8 +176,6 @@ def slice_(imp: Importer, node: onnx.NodeProto) -> list:
         lo, _, st = slice(start, stop, step).indices(shape[axis])
         starts[axis], strides[axis] = lo, st
         out_shape[axis] = len(range(*slice(start, stop, step).indices(shape[axis])))
-    if 0 in out_shape:
-        raise imp.error(f"Slice produces an empty tensor {tuple(out_shape)} (not supported)")
     return [_strided_copy(x, starts, strides, out_shape)]
 
 

@@ -145,16 +145,19 @@ def trilu(imp: Importer, node: onnx.NodeProto) -> list:
     x = imp.value(node.input[0])
     shape = b.shape_of(x)
     rank = len(shape)
-    k = 0
-    if len(node.input) > 1 and node.input[1]:
-        k = int(np.asarray(imp.require_const(node.input[1], "Trilu's k")).reshape(()))
+    k_name = node.input[1] if len(node.input) > 1 else ""
+    k = int(np.asarray(imp.const(k_name)).reshape(())) if imp.const(k_name) is not None else 0
+    offset = None
+    if k_name and imp.const(k_name) is None:  # k read at run time
+        k_scalar = tensor.extract(b.reshape(imp.value(k_name), ()), [])
+        offset = arith.index_cast(b.index(), k_scalar)
     upper = int(imp.attrs(node).get("upper", 1))
 
     def body(v, _):
         i, j = b.loop_index(rank - 2), b.loop_index(rank - 1)
         diff = arith.subi(j, i)
         pred = arith.CmpIPredicate.sge if upper else arith.CmpIPredicate.sle
-        keep = arith.cmpi(pred, diff, arith.constant(b.index(), k))
+        keep = arith.cmpi(pred, diff, offset if offset is not None else arith.constant(b.index(), k))
         return arith.select(keep, v, b.scalar(0, b.elem_of(x)))
 
     d = b.dims(rank)

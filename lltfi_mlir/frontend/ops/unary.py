@@ -90,16 +90,21 @@ def signed_unary(imp: Importer, node: onnx.NodeProto) -> list:
 
 @handler("Mod", any_dtype=True)
 def mod(imp: Importer, node: onnx.NodeProto) -> list:
-    """fmod=1: C fmod (sign of the dividend); fmod=0 (integers only): the sign of the divisor."""
+    """fmod=1: C fmod (sign of the dividend); fmod=0: the sign of the divisor (Python's %)."""
     x, y = imp.value(node.input[0]), imp.value(node.input[1])
     unsigned = imp.unsigned(node.input[0])
     fmod = int(imp.attrs(node).get("fmod", 0))
-    if b.is_float(b.elem_of(x)) and not fmod:
-        raise imp.error("Mod of floats requires fmod=1")
 
     def body(u, v):
         if sc.is_float(u):
-            return arith.remf(u, v)
+            r = arith.remf(u, v)
+            if fmod:
+                return r
+            # fmod=0 on floats (opset 28): the sign of the divisor, as numpy's mod.
+            zero = sc.const_like(u, 0.0)
+            differ = arith.xori(sc.compare("lt", r, zero), sc.compare("lt", v, zero))
+            fix = arith.andi(sc.compare("ne", r, zero), differ)
+            return arith.select(fix, arith.addf(r, v), r)
         if unsigned:
             return arith.remui(u, v)
         r = arith.remsi(u, v)
