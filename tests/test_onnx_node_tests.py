@@ -44,7 +44,7 @@ PARAMETER_INPUTS = {
     ("Pad", 1), ("Pad", 2), ("Pad", 3),
     *((op, 1) for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                          "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "CumSum")),
-    *FLOAT_PARAMETER_INPUTS, ("LSTM", 4), ("GRU", 4), ("RNN", 4),
+    *FLOAT_PARAMETER_INPUTS, ("LSTM", 4), ("GRU", 4), ("RNN", 4), ("TopK", 1),
 }
 
 
@@ -82,7 +82,8 @@ class NodeCase:
         float_params = {name for node in self.model.graph.node for index, name in enumerate(node.input)
                         if (node.op_type, index) in FLOAT_PARAMETER_INPUTS} & params
         return ((not self.all_float32() or bool(float_params)) and bool(params)
-                and all(_is_float32(vi) for vi in others))
+                and all(vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in IO_TYPES
+                        for vi in others))
 
     def frozen(self) -> NodeCase:
         """This case with its parameter inputs turned into initializers holding the test data."""

@@ -18,6 +18,7 @@ from mlir import ir
 from mlir.dialects import arith, scf, tensor
 
 from .. import builders as b
+from .. import scalars as sc
 from ..importer import Importer, handler
 from .windows import window_attrs
 
@@ -53,7 +54,7 @@ def _parse_einsum(imp: Importer, equation: str, ranks: list[int]) -> tuple[list[
     return expanded, out
 
 
-@handler("Einsum")
+@handler("Einsum", any_dtype=True)
 def einsum(imp: Importer, node: onnx.NodeProto) -> list:
     equation = imp.attrs(node)["equation"]
     equation = equation.decode() if isinstance(equation, bytes) else equation
@@ -79,10 +80,11 @@ def einsum(imp: Importer, node: onnx.NodeProto) -> list:
         *values, acc = args
         product = values[0]
         for v in values[1:]:
-            product = arith.mulf(product, v)
-        return arith.addf(acc, product)
+            product = sc.mul(product, v)
+        return sc.add(acc, product)
 
-    return [b.generic(operands, maps, b.fill(out_shape, 0.0), b.affine_map(num, [d[c] for c in out]),
+    elem = b.elem_of(operands[0])
+    return [b.generic(operands, maps, b.fill(out_shape, 0, elem), b.affine_map(num, [d[c] for c in out]),
                       iterators, body)]
 
 
