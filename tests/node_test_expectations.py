@@ -20,6 +20,8 @@ SEQUENCE_OPTIONAL = "sequence / optional types: only tensors are supported"
 MAXPOOL_INDICES = "MaxPool's int64 Indices output is not supported"
 PAD_MODE = "Pad mode other than 'constant' (and int32 data)"
 BFLOAT16_DATA = "bfloat16 tensors are not supported"
+QUANTIZED_TYPES = "(De)QuantizeLinear with float8, float4, int4 or int2 data: no such element types here"
+QUANTIZED_BLOCKS = "blocked quantization (block_size) is not supported (per tensor and per axis are)"
 RESIZE_MODE = "Resize: cubic mode, antialias and tf_crop_and_resize are not supported (nearest and linear are)"
 OTHER_FLOATS = "float16 / double tensors: lltfi-mlir computes in float32 only"
 
@@ -227,6 +229,29 @@ _GROUPS = {
         "test_einsum_sum_bfloat16",
         "test_einsum_transpose_bfloat16",
     ],
+    QUANTIZED_TYPES: [
+        "test_quantizelinear_e4m3fn",
+        "test_quantizelinear_e5m2",
+        "test_quantizelinear_float4e2m1",
+        "test_quantizelinear_int4",
+        "test_quantizelinear_uint4",
+        "test_quantizelinear_int2",
+        "test_quantizelinear_uint2",
+        "test_dequantizelinear_e4m3fn",
+        "test_dequantizelinear_e4m3fn_float16",
+        "test_dequantizelinear_e4m3fn_zero_point",
+        "test_dequantizelinear_e5m2",
+        "test_dequantizelinear_float4e2m1",
+        "test_dequantizelinear_int4",
+        "test_dequantizelinear_uint4",
+        "test_dequantizelinear_int2",
+        "test_dequantizelinear_uint2",
+    ],
+    QUANTIZED_BLOCKS: [
+        "test_quantizelinear_blocked_asymmetric",
+        "test_quantizelinear_blocked_symmetric",
+        "test_dequantizelinear_blocked",
+    ],
     RESIZE_MODE: [
         "test_resize_downsample_scales_cubic",
         "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
@@ -267,6 +292,8 @@ REFUSAL_MESSAGE: dict[str, str] = {
     PAD_MODE: r"element type INT32|mode",
     OTHER_FLOATS: r"element type (FLOAT16|DOUBLE)\b",
     BFLOAT16_DATA: r"element type BFLOAT16\b",
+    QUANTIZED_TYPES: r"element type (FLOAT8\w+|FLOAT4E2M1|U?INT[24])\b",
+    QUANTIZED_BLOCKS: r"block_size",
     RESIZE_MODE: r"mode '(cubic)'|antialias|coordinate_transformation_mode 'tf_crop_and_resize'",
 }
 

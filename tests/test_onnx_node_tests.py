@@ -37,7 +37,8 @@ RTOL, ATOL = 1e-4, 1e-5
 
 # Parameters that are float32 yet must be constants (Resize's roi/scales/sizes, Upsample's scales): a
 # case feeding them as graph inputs is frozen like the integer ones.
-FLOAT_PARAMETER_INPUTS = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1)}
+FLOAT_PARAMETER_INPUTS = {("Resize", 1), ("Resize", 2), ("Resize", 3), ("Upsample", 1),
+                          ("Range", 0), ("Range", 1), ("Range", 2)}
 # (op_type, input index): inputs that real models carry as constants and the importer requires to be.
 PARAMETER_INPUTS = {
     ("Reshape", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("ReduceMean", 1),
@@ -45,6 +46,9 @@ PARAMETER_INPUTS = {
     *((op, 1) for op in ("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
                          "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "CumSum")),
     *FLOAT_PARAMETER_INPUTS, ("LSTM", 4), ("GRU", 4), ("RNN", 4), ("TopK", 1),
+    # shapes, repeats, slice bounds and split sizes: the output shape must be static
+    ("Expand", 1), ("Tile", 1), ("Split", 1), ("ConstantOfShape", 0),
+    *(("Slice", i) for i in range(1, 5)),
 }
 
 

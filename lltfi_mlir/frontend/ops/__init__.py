@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     matmul,
     normalization,
     pool,
+    quantized,
     recurrent,
     reduce,
     resize,

@@ -47,6 +47,8 @@ def concat(imp: Importer, node: onnx.NodeProto) -> list:
     offset = 0
     for v in values:
         shape = b.shape_of(v)
+        if 0 in shape:  # a zero-size input adds nothing (and its offset may equal the dimension)
+            continue
         offsets = [0] * rank
         offsets[axis] = offset
         result = tensor.InsertSliceOp(v, result, [], [], [], ir.DenseI64ArrayAttr.get(offsets),
