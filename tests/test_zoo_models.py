@@ -1,0 +1,134 @@
+"""Small models of the families issue 11 names, compiled natively and compared with onnxruntime.
+
+- an int8 model quantized by `onnxruntime.quantization.quantize_static` (QDQ and QOperator formats),
+  built from the tiny CNN of conftest.py: no framework needed, so it runs in the default suite;
+- PyTorch exports (TorchScript exporter) of an LSTM and a GRU classifier, a 1-D convolution audio
+  model and a YOLO-style detection head (Conv, Resize, Concat, Sigmoid, Slice): marked slow, skipped
+  with a message when torch is absent.
+Bound: max |error| <= 1e-3 * max(1, max |reference|), as the issue states.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from conftest import ort_run, tiny_cnn
+
+from lltfi_mlir import CompileOptions, compile_onnx
+
+
+def _within_bound(got: np.ndarray, want: np.ndarray) -> float:
+    assert got.shape == want.shape, (got.shape, want.shape)
+    error = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
+    assert error <= 1e-3 * max(1.0, float(np.max(np.abs(want)))), error
+    return error
+
+
+def _compare(model_path: Path, feeds: dict[str, np.ndarray], out: Path) -> None:
+    model = onnx.load(model_path)
+    build = compile_onnx(model_path, out, CompileOptions())
+    got = build.run(list(feeds.values()))
+    want = ort_run(model, feeds)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        _within_bound(g, w)
+
+
+@pytest.mark.parametrize("quant_format", ["QDQ", "QOperator"])
+def test_int8_quantize_static_model(quant_format: str, tmp_path: Path) -> None:
+    from onnxruntime import quantization as q
+
+    model = tiny_cnn()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 2  # a static batch
+    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, float_path)
+    rng = np.random.default_rng(11)
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    q.quantize_static(str(float_path), str(int8_path), Reader(), quant_format=getattr(q.QuantFormat, quant_format),
+                      # (an int8 MaxPool would be refused: MaxPool computes in float32 here)
+                      op_types_to_quantize=["Conv", "Relu"] + (["MaxPool"] if quant_format == "QDQ" else []),
+                      weight_type=q.QuantType.QInt8,
+                      activation_type=q.QuantType.QUInt8)
+    ops = {n.op_type for n in onnx.load(int8_path).graph.node}
+    assert ("QLinearConv" in ops) if quant_format == "QOperator" else ("DequantizeLinear" in ops)
+    _compare(int8_path, {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}, tmp_path / "build")
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
+
+
+def _export(module, example, path: Path) -> Path:
+    torch = _torch()
+    module.eval()
+    with torch.no_grad():
+        torch.onnx.export(module, example, str(path), dynamo=False, opset_version=17)
+    return path
+
+
+def _torch_models():
+    torch = _torch()
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class Recurrent(nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            cell = nn.LSTM if kind == "lstm" else nn.GRU
+            self.rnn = cell(16, 24, num_layers=2, batch_first=True, bidirectional=True)
+            self.head = nn.Linear(48, 5)
+
+        def forward(self, x):
+            y, _ = self.rnn(x)
+            return self.head(y[:, -1])
+
+    class Audio(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv1d(1, 8, 9, stride=2, padding=4), nn.BatchNorm1d(8), nn.ReLU(),
+                                     nn.MaxPool1d(2), nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(),
+                                     nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, 4))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class YoloHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reduce = nn.Conv2d(32, 16, 1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.detect = nn.Conv2d(32, 3 * 7, 1)
+
+        def forward(self, small, large):
+            x = torch.cat([self.up(self.reduce(small)), large], 1)
+            p = torch.sigmoid(self.detect(x))
+            b, _, h, w = p.shape
+            p = p.view(b, 3, 7, h, w)
+            return torch.cat([p[:, :, :2] * 2 - 0.5, p[:, :, 2:4] * 4, p[:, :, 4:]], 2)
+
+    return {
+        "lstm": (Recurrent("lstm"), (torch.randn(2, 6, 16),)),
+        "gru": (Recurrent("gru"), (torch.randn(2, 6, 16),)),
+        "audio_conv1d": (Audio(), (torch.randn(2, 1, 400),)),
+        "yolo_head": (YoloHead(), (torch.randn(1, 32, 5, 5), torch.randn(1, 16, 10, 10))),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lstm", "gru", "audio_conv1d", "yolo_head"])
+def test_torch_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
+    module, example = _torch_models()[name]
+    path = _export(module, example, tmp_path / f"{name}.onnx")
+    model = onnx.load(path)
+    feeds = {vi.name: t.numpy() for vi, t in zip(model.graph.input, example)}
+    _compare(path, feeds, tmp_path / "build")
