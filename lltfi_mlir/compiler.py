@@ -249,7 +249,15 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
 def compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list[str] | None = None,
                     opt_level: int = 0, from_build: str | Path | None = None) -> Build:
     """Compile C/C++ sources into a build directory whose program runs under the fault driver;
-    or, `from_build`, the bitcode that `lltfi-mlir cc` recorded for a Makefile-built executable."""
+    or, `from_build`, the bitcode that `lltfi-mlir cc` recorded for a Makefile-built executable.
+    Staged and locked like `compile_onnx`: a failed compile leaves `out_dir` as it was."""
+    with locked(Path(out_dir).resolve()), staged(Path(out_dir).resolve()) as stage:
+        _compile_program(sources, stage, cflags, opt_level, from_build)
+    return Build(out_dir)
+
+
+def _compile_program(sources: list[str | Path], out_dir: str | Path, cflags: list[str] | None = None,
+                     opt_level: int = 0, from_build: str | Path | None = None) -> Build:
     from .frontend.c_frontend import bitcode_of_build, compile_to_bitcode, import_program
     from .llvm_backend.glue import generate_program_glue
 
