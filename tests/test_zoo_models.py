@@ -2,9 +2,9 @@
 
 - an int8 model quantized by `onnxruntime.quantization.quantize_static` (QDQ and QOperator formats),
   built from the tiny CNN of conftest.py: no framework needed, so it runs in the default suite;
-- PyTorch exports (TorchScript exporter) of an LSTM and a GRU classifier, a 1-D convolution audio
-  model and a YOLO-style detection head (Conv, Resize, Concat, Sigmoid, Slice): marked slow, skipped
-  with a message when torch is absent.
+- PyTorch exports (TorchScript exporter) of a ConvNeXt block (LayerNormalization, Erf-based GELU),
+  an LSTM and a GRU classifier, a 1-D convolution audio model and a YOLO-style detection head (Conv,
+  Resize, Concat, Sigmoid, Slice): marked slow, skipped with a message when torch is absent.
 Bound: max |error| <= 1e-3 * max(1, max |reference|), as the issue states.
 """
 
@@ -116,7 +116,24 @@ def _torch_models():
             p = p.view(b, 3, 7, h, w)
             return torch.cat([p[:, :, :2] * 2 - 0.5, p[:, :, 2:4] * 4, p[:, :, 4:]], 2)
 
+    class ConvNeXtBlock(nn.Module):  # torchvision's CNBlock: depthwise 7x7, channels-last LayerNorm, GELU
+        def __init__(self, dim: int = 16) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, dim, 4, stride=4)
+            self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+            self.gamma = nn.Parameter(torch.full((dim,), 0.5))
+            self.head = nn.Linear(dim, 10)
+
+        def forward(self, x):
+            x = self.stem(x)
+            y = self.mlp(self.norm(self.dw(x).permute(0, 2, 3, 1))) * self.gamma
+            x = x + y.permute(0, 3, 1, 2)
+            return self.head(x.mean((2, 3)))
+
     return {
+        "convnext_block": (ConvNeXtBlock(), (torch.randn(1, 3, 32, 32),)),
         "lstm": (Recurrent("lstm"), (torch.randn(2, 6, 16),)),
         "gru": (Recurrent("gru"), (torch.randn(2, 6, 16),)),
         "audio_conv1d": (Audio(), (torch.randn(2, 1, 400),)),
@@ -125,7 +142,7 @@ def _torch_models():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lstm", "gru", "audio_conv1d", "yolo_head"])
+@pytest.mark.parametrize("name", ["convnext_block", "lstm", "gru", "audio_conv1d", "yolo_head"])
 def test_torch_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     module, example = _torch_models()[name]
     path = _export(module, example, tmp_path / f"{name}.onnx")
