@@ -30,7 +30,6 @@ OTHER_FLOATS = "float16 / double tensors into an operator that computes in float
 
 _GROUPS = {
     INTEGER_DATA: [
-        "test_maxpool_2d_uint8",
     ],
     CAST_NON_FLOAT32: [
         "test_castlike_BFLOAT16_to_FLOAT",

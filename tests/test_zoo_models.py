@@ -55,8 +55,7 @@ def test_int8_quantize_static_model(quant_format: str, tmp_path: Path) -> None:
             return next(self.batches, None)
 
     q.quantize_static(str(float_path), str(int8_path), Reader(), quant_format=getattr(q.QuantFormat, quant_format),
-                      # (an int8 MaxPool would be refused: MaxPool computes in float32 here)
-                      op_types_to_quantize=["Conv", "Relu"] + (["MaxPool"] if quant_format == "QDQ" else []),
+                      op_types_to_quantize=["Conv", "Relu", "MaxPool"],
                       weight_type=q.QuantType.QInt8,
                       activation_type=q.QuantType.QUInt8)
     ops = {n.op_type for n in onnx.load(int8_path).graph.node}

@@ -12,6 +12,7 @@ import onnx
 from mlir.dialects import arith
 
 from .. import builders as b
+from .. import scalars as sc
 from ..importer import Importer, handler
 from .windows import explicit_auto_pad, explicit_pads, extra_high, window_attrs
 
@@ -27,7 +28,7 @@ def _window_reduce(x, out_shape, kernel, strides, dilations, init_value, combine
     w_map = b.affine_map(num, k)
     out_map = b.affine_map(num, [d[0], d[1]] + o)
     window = b.empty(kernel)
-    return b.generic([x, window], [x_map, w_map], b.fill(out_shape, init_value), out_map,
+    return b.generic([x, window], [x_map, w_map], b.fill(out_shape, init_value, b.elem_of(x)), out_map,
                      [b.PARALLEL] * (2 + rank) + [b.REDUCTION] * rank,
                      lambda xv, _w, acc: combine(acc, xv))
 
@@ -57,14 +58,25 @@ def _geometry(imp: Importer, node: onnx.NodeProto):
     return attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape
 
 
-@handler("MaxPool")
+@handler("MaxPool", any_dtype=True)
 def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
+    """Any element type: int8/uint8 pooling of quantized models pads with the type's minimum."""
     if len(node.output) > 1 and imp.is_used(node.output[1]):
         raise imp.error("the Indices output of MaxPool is not supported")
     _, _, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
     high = [h + e for h, e in zip(high, more)]
-    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + high, NEG_INF)
-    return [_window_reduce(x, out_shape, kernel, strides, dilations, NEG_INF, arith.maximumf)]
+    x = imp.value(node.input[0])
+    elem = b.elem_of(x)
+    unsigned = imp.unsigned(node.input[0])
+    lowest = NEG_INF if b.is_float(elem) else _lowest(elem, unsigned)
+    x = b.pad(x, [0, 0] + low, [0, 0] + high, lowest)
+    return [_window_reduce(x, out_shape, kernel, strides, dilations, lowest,
+                           lambda acc, v: sc.maximum(acc, v, unsigned))]
+
+
+def _lowest(elem, unsigned: bool) -> int:
+    width = sc.width(elem)
+    return 0 if unsigned else -(1 << (width - 1))
 
 
 @handler("AveragePool")
