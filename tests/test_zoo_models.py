@@ -1,7 +1,8 @@
 """Small models of the families issue 11 names, compiled natively and compared with onnxruntime.
 
 - an int8 model quantized by `onnxruntime.quantization.quantize_static` (QDQ and QOperator formats),
-  built from the tiny CNN of conftest.py: no framework needed, so it runs in the default suite;
+  built from the tiny CNN of conftest.py, and an MLP quantized by `quantize_dynamic`
+  (DynamicQuantizeLinear, MatMulInteger): no framework needed, so they run in the default suite;
 - PyTorch exports (TorchScript exporter) of a ConvNeXt block (LayerNormalization, Erf-based GELU),
   an LSTM and a GRU classifier, a 1-D convolution audio model and a YOLO-style detection head (Conv,
   Resize, Concat, Sigmoid, Slice): marked slow, skipped with a message when torch is absent.
@@ -61,6 +62,29 @@ def test_int8_quantize_static_model(quant_format: str, tmp_path: Path) -> None:
     ops = {n.op_type for n in onnx.load(int8_path).graph.node}
     assert ("QLinearConv" in ops) if quant_format == "QOperator" else ("DequantizeLinear" in ops)
     _compare(int8_path, {"x": rng.standard_normal((2, 1, 8, 8)).astype(np.float32)}, tmp_path / "build")
+
+
+def test_int8_quantize_dynamic_model(tmp_path: Path) -> None:
+    """quantize_dynamic: DynamicQuantizeLinear on the activations, MatMulInteger with int8 weights."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime import quantization as q
+
+    rng = np.random.default_rng(12)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((32,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Add", ["h", "b1"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    float_path, int8_path = tmp_path / "float.onnx", tmp_path / "int8.onnx"
+    onnx.save(model, float_path)
+    q.quantize_dynamic(str(float_path), str(int8_path), weight_type=q.QuantType.QInt8)
+    ops = {n.op_type for n in onnx.load(int8_path).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops, ops
+    _compare(int8_path, {"x": rng.standard_normal((3, 16)).astype(np.float32)}, tmp_path / "build")
 
 
 def _torch():
