@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 from mlir import ir
 from onnx import TensorProto as T
 from onnx import helper as h
@@ -14,7 +15,6 @@ from onnx import helper as h
 from lltfi_mlir import CompileOptions, compile_onnx
 from lltfi_mlir.campaign.config import SdcConfig
 from lltfi_mlir.campaign.outcomes import SdcJudge
-from lltfi_mlir.dialect_passes.sites import GROUPS, SiteSelector
 from lltfi_mlir.errors import ModelImportError
 from lltfi_mlir.frontend.importer import IO_TYPES, Importer
 from lltfi_mlir.frontend.onnx_loader import prepare

@@ -11,6 +11,9 @@ Every case of `onnx.backend.test.case.node.collect_testcases()` whose operators 
 - listed in `node_test_expectations.SKIPPED`: compile_onnx must raise ModelImportError, then the test
   is skipped with the listed reason.
 
+The default suite runs the cases `default_suite()` names (every float32 case, one case per operator
+set in other element types); `-m slow` runs the rest (function-expanded forms, further dtype variants).
+
 Regenerating the cases takes ~8 s, so the kept cases are pickled in pytest's cache directory
 (keyed by the onnx version and the supported operators). About 200 compilations, ~1 minute serially.
 """
@@ -168,10 +171,33 @@ def _cases(config: pytest.Config) -> list[NodeCase]:
     return _cases_in(cache.mkdir("onnx_node_cases") if cache is not None else None)
 
 
+def default_suite(cases: list[NodeCase]) -> set[str]:
+    """The cases the default suite runs (the others are marked slow: `-m slow` runs them): every
+    float32 case, every refusal, and the first case of each operator set in other element types. Function-expanded
+    forms (`*_expanded*`: the operator's ONNX function body, made of operators tested on their own)
+    and the further integer/float16/float64/bool variants would take the node tests from 2 to 12
+    minutes on 2 cores."""
+    seen: set[frozenset[str]] = set()
+    keep = set()
+    for case in sorted(cases, key=lambda c: c.name):
+        if case.name in expect.SKIPPED:  # refusals are cheap: all of them
+            keep.add(case.name)
+        elif "_expanded" in case.name:
+            continue
+        elif case.all_float32():
+            keep.add(case.name)
+        elif case.op_types not in seen:
+            seen.add(case.op_types)
+            keep.add(case.name)
+    return keep
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "node_case" in metafunc.fixturenames:
         cases = _cases(metafunc.config)
-        metafunc.parametrize("node_case", cases, ids=[c.name for c in cases])
+        keep = default_suite(cases)
+        metafunc.parametrize("node_case", [pytest.param(c, marks=() if c.name in keep else pytest.mark.slow)
+                                           for c in cases], ids=[c.name for c in cases])
     if "all_node_cases" in metafunc.fixturenames:
         metafunc.parametrize("all_node_cases", [_cases(metafunc.config)], ids=["collected"])
 

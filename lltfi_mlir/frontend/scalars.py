@@ -18,7 +18,7 @@ def is_float(value: ir.Value) -> bool:
 
 
 def width(elem: ir.Type) -> int:
-    if isinstance(elem, ir.F16Type) or isinstance(elem, ir.BF16Type):
+    if isinstance(elem, (ir.F16Type, ir.BF16Type)):
         return 16
     if isinstance(elem, ir.F32Type):
         return 32

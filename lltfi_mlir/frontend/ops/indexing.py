@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from mlir import ir
-from mlir.dialects import arith, linalg, scf, tensor
+from mlir.dialects import arith, scf, tensor
 
 from .. import builders as b
 from .. import scalars as sc

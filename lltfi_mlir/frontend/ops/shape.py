@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from mlir import ir
-from mlir.dialects import arith, linalg, tensor
+from mlir.dialects import arith, tensor
 
 from .. import builders as b
 from ..importer import Importer, handler
