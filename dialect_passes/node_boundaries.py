@@ -23,6 +23,10 @@ def _create(name: str, operands: list[ir.Value], result: ir.Type | None = None, 
     return op.result if result else None
 
 
+def _constant(t: ir.Type, value: int) -> ir.Value:
+    return _create("llvm.mlir.constant", [], t, value=ir.IntegerAttr.get(t, value))
+
+
 def insert_boundaries(module: ir.Module) -> int:
     """Insert the boundary calls; returns how many operator calls got them."""
     if MARK in module.operation.attributes:
@@ -56,24 +60,19 @@ def insert_boundaries(module: ir.Module) -> int:
     no_wrap = ir.Attribute.parse("#llvm.overflow<none>")
     for call, info in calls:
         node, results = info[0], [info[1 + 3 * k:4 + 3 * k] for k in range((len(info) - 1) // 3)]
-        multi = len(results) > 1
         with ir.InsertionPoint.after(call), call.location:  # ops land in creation order after the call
-            def const(t: ir.Type, v: int) -> ir.Value:
-                return _create("llvm.mlir.constant", [], t, value=ir.IntegerAttr.get(t, v))
-
             for k, (nbytes, size, last_use) in enumerate(results):
-                def field(index: int, t: ir.Type) -> ir.Value:
-                    position = [k, index] if multi else [index]
-                    return _create("llvm.extractvalue", [call.result], t,
-                                   position=ir.DenseI64ArrayAttr.get(position))
-                aligned = field(1, ptr)
-                offset = field(2, i64)
-                offset_bytes = _create("llvm.mul", [offset, const(i64, size)], i64, overflowFlags=no_wrap)
+                position = [k] if len(results) > 1 else []  # a multi-result call returns a struct of them
+                aligned = _create("llvm.extractvalue", [call.result], ptr,
+                                  position=ir.DenseI64ArrayAttr.get(position + [1]))
+                offset = _create("llvm.extractvalue", [call.result], i64,
+                                 position=ir.DenseI64ArrayAttr.get(position + [2]))
+                offset_bytes = _create("llvm.mul", [offset, _constant(i64, size)], i64, overflowFlags=no_wrap)
                 data = _create("llvm.getelementptr", [aligned, offset_bytes], ptr,
                                rawConstantIndices=ir.DenseI32ArrayAttr.get([-2147483648]),
                                elem_type=ir.TypeAttr.get(ir.IntegerType.get_signless(8)))
-                _create("llvm.call", [const(i64, node), const(i64, last_use), data, const(i64, nbytes),
-                                      const(i32, int(k == len(results) - 1))],
+                _create("llvm.call", [_constant(i64, node), _constant(i64, last_use), data, _constant(i64, nbytes),
+                                      _constant(i32, int(k == len(results) - 1))],
                         callee=callee, operandSegmentSizes=segments, op_bundle_sizes=bundles)
     module.operation.attributes[MARK] = ir.IntegerAttr.get(i64, len(calls))
     return len(calls)

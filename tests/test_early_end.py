@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 from conftest import make_model
+from lltfi_mlir.dialect_passes.sites import SiteSelector
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir.campaign import Campaign, CampaignConfig, FaultConfig
 from lltfi_mlir.campaign.early_end import early_end_policy
 from lltfi_mlir.compiler import CompileOptions, compile_onnx
-from lltfi_mlir.dialect_passes.sites import SiteSelector
 from lltfi_mlir.frontend.boundaries import FOREVER, last_uses
 from lltfi_mlir.frontend.importer import VIEW_OPS
 from lltfi_mlir.instrument import instrument_build

@@ -17,7 +17,8 @@ from mlir.dialects import func
 
 from ..errors import ModelImportError
 from . import builders as b
-from .boundaries import ATTRIBUTE as BOUNDARY, boundary_attribute, last_uses
+from .boundaries import ATTRIBUTE as BOUNDARY
+from .boundaries import boundary_attribute, last_uses
 from .onnx_loader import LoadedModel
 from .onnx_reader import OnnxSource
 from .tiled import AccumulatorSlots, TilePolicy
