@@ -72,7 +72,10 @@ CACHE = Path.home() / ".cache" / "lltfi-mlir" / "zoo"
 OPSET = 17
 # Cheapest first, so that a run with a short budget gets through the small ones.
 TORCHVISION = ["squeezenet1_1", "mnasnet0_5", "mobilenet_v2", "efficientnet_b0", "resnet18", "densenet121",
-               "resnet50", "vgg16"]
+               "resnet50", "vgg16",
+               # issue 11's zoo: newer architectures (Hardswish, channel shuffle, LayerNorm, attention)
+               "mobilenet_v3_small", "shufflenet_v2_x1_0", "googlenet", "regnet_y_400mf", "convnext_tiny",
+               "vit_b_16", "swin_t"]
 SLOW_INFERENCE_S = 2.0   # above this, one inference is the whole measurement
 RUN_BUDGET_S = 1.0       # otherwise: as many inferences per timed run as fit (up to --repeat)
 BIG_WEIGHTS = 64 * 2**20  # the compile-peak/weights target applies from this size on
@@ -238,6 +241,9 @@ def export_torchvision(name: str, path: Path) -> None:
             torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     import torchvision
 
+    # Eval-mode attention takes a fused fast path (aten::_native_multi_head_attention) that the
+    # TorchScript exporter cannot export (vit_b_16): the unfused path computes the same function.
+    torch.backends.mha.set_fastpath_enabled(False)
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(weights=None).eval()
     example = torch.randn(1, 3, 224, 224)

@@ -11,6 +11,7 @@ Bound: max |error| <= 1e-3 * max(1, max |reference|), as the issue states.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -172,3 +173,48 @@ def test_torch_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     model = onnx.load(path)
     feeds = {vi.name: t.numpy() for vi, t in zip(model.graph.input, example)}
     _compare(path, feeds, tmp_path / "build")
+
+
+# -- torchvision classifiers of issue 11's zoo (exported by benchmarks/zoo.py, cached) ----------------
+
+TORCHVISION_ZOO = ["mobilenet_v3_small", "shufflenet_v2_x1_0", "googlenet", "regnet_y_400mf", "convnext_tiny",
+                   "vit_b_16", "swin_t", "resnet18", "mobilenet_v2", "efficientnet_b0", "squeezenet1_1",
+                   "mnasnet0_5", "densenet121"]
+
+
+def _zoo_export(name: str) -> Path:
+    """The cached export, or a fresh one through benchmarks/zoo.py (random weights, opset 17)."""
+    import importlib.util
+
+    name_ = "lltfi_zoo_benchmark"
+    if name_ not in sys.modules:  # dataclasses look their module up in sys.modules
+        spec = importlib.util.spec_from_file_location(
+            name_, Path(__file__).resolve().parents[1] / "benchmarks" / "zoo.py")
+        sys.modules[name_] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name_])
+    zoo = sys.modules[name_]
+    path = zoo.CACHE / f"{name}-opset{zoo.OPSET}.onnx"
+    if not path.exists():
+        if not zoo.torch_available():
+            pytest.skip("torch and torchvision are not installed (and no cached export): see DEVELOPERS.md")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        zoo.export_torchvision(name, path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION_ZOO)
+def test_torchvision_classifier_matches_onnxruntime(name: str, tmp_path: Path) -> None:
+    model = onnx.load(_zoo_export(name))
+    # torchvision zero-initializes some classifier heads (ViT): with random weights elsewhere the
+    # output would be all zeros and prove nothing, so zero float tensors get small random values.
+    rng = np.random.default_rng(1)
+    for i, init in enumerate(model.graph.initializer):
+        value = onnx.numpy_helper.to_array(init)
+        if value.dtype == np.float32 and value.size >= 1000 and not value.any():
+            model.graph.initializer[i].CopyFrom(onnx.numpy_helper.from_array(
+                (rng.standard_normal(value.shape) * 0.02).astype(np.float32), init.name))
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, path)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    _compare(path, {model.graph.input[0].name: x}, tmp_path / "build")
