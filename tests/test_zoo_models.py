@@ -179,7 +179,7 @@ def test_torch_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
 
 TORCHVISION_ZOO = ["mobilenet_v3_small", "shufflenet_v2_x1_0", "googlenet", "regnet_y_400mf", "convnext_tiny",
                    "vit_b_16", "swin_t", "resnet18", "mobilenet_v2", "efficientnet_b0", "squeezenet1_1",
-                   "mnasnet0_5", "densenet121"]
+                   "mnasnet0_5", "densenet121", "resnet50"]
 
 
 def _zoo_export(name: str) -> Path:
