@@ -9,6 +9,8 @@ from collections.abc import Iterable, Sequence
 import onnx
 from mlir import ir
 
+from .scalars import width
+
 ATTRIBUTE = "lltfi.boundary"  # on node_<i>: [onnx node index, (nbytes, element bytes, last_use) per result]
 FOREVER = 1 << 62  # read after the last node: graph outputs (compared at the end) and traced tensors
 
@@ -40,11 +42,9 @@ def last_uses(nodes: Sequence[onnx.NodeProto], views: Iterable[str], kept: Itera
 
 
 def element_bytes(element_type: ir.Type) -> int:
-    if isinstance(element_type, ir.IntegerType):
-        return max(1, (element_type.width + 7) // 8)  # i1 is stored in a byte
     if isinstance(element_type, ir.IndexType):
         return 8
-    return ir.FloatType(element_type).width // 8
+    return max(1, (width(element_type) + 7) // 8)  # i1 is stored in a byte
 
 
 def boundary_attribute(node_index: int, results: Sequence[tuple[str, ir.Value]],
