@@ -13,12 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..runtime import CONTROLLER_SOURCES, PROGRAM_SOURCES, SOURCE_DIR
+from .exact_math import use_exact_math
 from .toolchain import run_tool, tool_path
 
 
 def translate(llvm_mlir: Path, out_ll: Path) -> None:
     run_tool([tool_path("mlir-translate"), "--mlir-to-llvmir", str(llvm_mlir), "-o", str(out_ll)],
              "mlir-translate")
+    out_ll.write_text(use_exact_math(out_ll.read_text()))
 
 
 def translate_module(module, out_ll: Path) -> float:
@@ -27,7 +29,7 @@ def translate_module(module, out_ll: Path) -> float:
     from mlir.dialects.llvm import translate_module_to_llvmir
 
     start = time.perf_counter()
-    out_ll.write_text(translate_module_to_llvmir(module.operation))
+    out_ll.write_text(use_exact_math(translate_module_to_llvmir(module.operation)))
     return time.perf_counter() - start
 
 
