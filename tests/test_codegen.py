@@ -77,7 +77,17 @@ CONVS = {
     "stem_7x7_stride2": (3, 20, 33, 7, 2, 1, (3, 3), 1, False, 2),
     "conv1d": (3, 9, 21, 5, 2, 1, (2, 2), 1, True, 1),
     "conv3d": (2, 5, 6, 3, 1, 1, (1, 1), 1, True, 3),
+    # 1.2 MB of input, 4 KB of weights: output-channel blocks inside the output rows
+    "channel_blocks_inside": (8, 14, 190, 3, 1, 1, (1, 1), 1, True, 2),
 }
+
+
+def test_conv_loop_order_follows_memory_traffic():
+    from lltfi_mlir.frontend.ops.conv import _channel_blocks_inside
+    mb = 1 << 20
+    assert _channel_blocks_inside(13 * mb, 147 << 10, 224, 11)       # VGG16 conv1_2: re-read 147 KB of weights
+    assert not _channel_blocks_inside(100 << 10, 9 * mb, 7, 86)      # ResNet 7x7x512: the input fits in cache
+    assert not _channel_blocks_inside(200 << 10, 100 << 10, 56, 11)  # both fit: the usual order
 
 
 @pytest.mark.parametrize("name", sorted(CONVS))

@@ -8,6 +8,8 @@ the instruction pattern the LLTFI paper injects into.
 
 from __future__ import annotations
 
+import math
+
 import onnx
 from mlir import ir
 from mlir.dialects import arith, memref, vector
@@ -80,6 +82,22 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
     return [b.reshape(y, out_shape)]
 
 
+CACHE_BYTES = 256 << 10  # what a loop nest may assume stays cached between its sweeps (half an L2)
+
+
+def _channel_blocks_inside(input_bytes: int, weight_bytes: int, output_rows: int, channel_blocks: int) -> bool:
+    """Loop order with the least memory traffic: output-channel blocks outside the output rows re-read
+    the input once per block (VGG's 224x224 layers: 13 MB, eleven times); inside, they re-read the
+    weights once per output row (ResNet's 7x7 layers: 9.4 MB, seven times). Data that fits in cache
+    is read once either way. Only the order of independent output tiles changes: every element's
+    operations and their order stay the reference's."""
+    if input_bytes <= CACHE_BYTES:
+        return False  # the usual order: each block's weights stay in L1 for the whole sweep
+    outside = channel_blocks * input_bytes
+    inside = weight_bytes if weight_bytes <= CACHE_BYTES else output_rows * weight_bytes
+    return inside < outside
+
+
 def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
                 strides: list[int], dilations: list[int], relu: onnx.NodeProto | None = None,
                 keep_input: bool = False) -> tuple[ir.Value, ir.Value | None]:
@@ -125,8 +143,13 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
                 vec = arith.maximumf(vec, arith.ConstantOp(vec.type, zero).result)
         vector.store(vec, out, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
 
+    outer = [n, group] + list(out_spatial[:-1])
+    tile_rows = imp.tile_policy.shape(mg, out_spatial[-1])[0]
+    padded = b.shape_of(x)[3:]
+    channels_inside = _channel_blocks_inside(4 * cg * math.prod(padded), 4 * mg * cg * math.prod(kernel),
+                                             math.prod(out_spatial[:-1]), -(-mg // tile_rows))
     tiled.emit(tiled.Contraction(
-        outer=[n, group] + list(out_spatial[:-1]), row_at=2, rows=mg, cols=out_spatial[-1],
+        outer=outer, row_at=len(outer) if channels_inside else 2, rows=mg, cols=out_spatial[-1],
         reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
         load_init=load_init, store=store,
         step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
