@@ -207,6 +207,36 @@ def _tiny_conv(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "inputs"
 
 
+def with_clip(model: onnx.ModelProto, low: float | None, high: float | None) -> onnx.ModelProto:
+    """The Conv's output through Clip(low, high): ReLU6 is Clip(0, 6), fused into the tiled Conv."""
+    model.graph.node[0].output[0] = "c"
+    names = ["c"]
+    for i, bound in enumerate((low, high)):
+        names.append("" if bound is None else f"bound{i}")
+        if bound is not None:
+            model.graph.initializer.append(numpy_helper.from_array(np.array(bound, dtype=np.float32), f"bound{i}"))
+    model.graph.node.append(helper.make_node("Clip", names, ["y"], name="relu6"))
+    return model
+
+
+def _tiny_conv_clip(tmp_path: Path) -> tuple[Path, Path]:
+    path, inputs = _tiny_conv(tmp_path)
+    onnx.save(with_clip(onnx.load(path), -0.5, 0.75), path)
+    return path, inputs
+
+
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (None, 0.5), (-0.25, None)], ids=["relu6", "max_only", "min_only"])
+def test_conv_clip_fused_bit_identical(bounds, tmp_path):
+    model = with_clip(conv_model(5, 11, 13, 3, 1, 1, (1, 1), 1, True), *bounds)
+    optimized, reference = both_builds(model, tmp_path)
+    x = 4 * RNG.standard_normal((1, 5, 13, 13)).astype(np.float32)
+    got = optimized.run([x])
+    assert bits(got) == bits(reference.run([x]))
+    np.testing.assert_allclose(got[0], ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+    ir_text = (tmp_path / "optimized" / "model.linalg.mlir").read_text()
+    assert "@node_0(" in ir_text and "@node_1(" not in ir_text and 'loc("relu6")' in ir_text  # inside the Conv
+
+
 def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     path = tmp_path / "gemm.onnx"
     onnx.save(gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), path)
@@ -215,7 +245,7 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "inputs"
 
 
-@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv], ids=["gemm", "conv"])
+@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip], ids=["gemm", "conv", "conv_clip"])
 def test_exhaustive_outcomes_identical(make, tmp_path):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""

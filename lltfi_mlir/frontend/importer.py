@@ -292,15 +292,33 @@ class Importer:
                 func.ReturnOp(results)
         return module
 
-    def fused_relu(self, node: onnx.NodeProto) -> onnx.NodeProto | None:
-        """The Relu that a tiled Conv applies to its accumulators before storing them (one buffer
-        pass less; the same maximum(y, 0) per element, under the Relu's location), if any."""
+    def fused_activation(self, node: onnx.NodeProto) -> tuple[onnx.NodeProto, list] | None:
+        """The Relu or Clip that a tiled Conv applies to its accumulators before storing them (one
+        buffer pass less), with its bounds: [(maximum or minimum, bound)], the ops its own handler
+        builds per element, in the same order, under its location. Clip's bounds must be float
+        constants (ReLU6 in MobileNet); any other Clip stays a node of its own."""
         if not self.optimized or self.config.op_hooks or node.op_type != "Conv":
             return None
         consumers = self.consumers.get(node.output[0], [])
-        if len(consumers) != 1 or consumers[0].op_type != "Relu" or node.output[0] in self.loaded.outputs:
+        if len(consumers) != 1 or node.output[0] in self.loaded.outputs:
             return None
-        return consumers[0]
+        (consumer,) = consumers
+        if consumer.op_type == "Relu":
+            return consumer, [("maximum", 0.0)]
+        if consumer.op_type != "Clip" or self.dtype(node.output[0]) != onnx.TensorProto.FLOAT:
+            return None
+        if self.opset < 11:
+            attrs = self.attrs(consumer)
+            bounds = [attrs.get("min"), attrs.get("max")]
+        else:
+            bounds = []
+            for index in (1, 2):
+                name = consumer.input[index] if len(consumer.input) > index else ""
+                value = self.const(name) if name else None
+                if name and (value is None or np.asarray(value).size != 1 or np.asarray(value).dtype.kind != "f"):
+                    return None
+                bounds.append(None if value is None else float(np.asarray(value).reshape(())))
+        return consumer, [(op, bound) for op, bound in zip(("maximum", "minimum"), bounds) if bound is not None]
 
     def _import_node(self, node: onnx.NodeProto) -> None:
         self.node = node
@@ -311,16 +329,17 @@ class Importer:
                     kind = onnx.TensorProto.DataType.Name(self.dtype(name))
                     raise self.error(f"input '{name}' has element type {kind}; {node.op_type} is "
                                      "supported on float32 only")
-        relu = self.fused_relu(node)
+        fused = self.fused_activation(node)
         with ir.Location.name(node.name):
             if self.config.codegen == "optimized" and node.op_type not in VIEW_OPS:
                 outputs = self._outlined(node)
             else:
                 outputs = HANDLERS[node.op_type](self, node)
         names = list(node.output)
-        if relu is not None:  # the Conv's result is the Relu's output (traced builds: both)
-            self.fused.add(relu.name)
-            names = [relu.output[0]] if len(outputs) == 1 else [node.output[0], relu.output[0]]
+        if fused is not None:  # the Conv's result is the activation's output (traced builds: both)
+            activation = fused[0]
+            self.fused.add(activation.name)
+            names = [activation.output[0]] if len(outputs) == 1 else [node.output[0], activation.output[0]]
         if self.config.codegen == "optimized" and node.op_type not in VIEW_OPS:  # the call's outputs
             returned = [(names[i] if i < len(names) else "", v) for i, v in enumerate(outputs) if v is not None]
             self.outlined_fn.attributes[BOUNDARY] = boundary_attribute(self.node_index[id(node)], returned,

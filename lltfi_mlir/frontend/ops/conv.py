@@ -61,8 +61,8 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
         bias = None
         if len(node.input) > 2 and node.input[2]:
             bias = b.reshape(imp.value(node.input[2]), (group, mg))
-        relu = imp.fused_relu(node)
-        y, pre = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, relu, keep_input=imp.config.trace)
+        y, pre = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, imp.fused_activation(node),
+                             keep_input=imp.config.trace)
         if pre is not None:  # a traced build returns the Conv's own output too
             return [b.reshape(pre, out_shape), b.reshape(y, out_shape)]
         return [b.reshape(y, out_shape)]
@@ -99,7 +99,7 @@ def _channel_blocks_inside(input_bytes: int, weight_bytes: int, output_rows: int
 
 
 def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
-                strides: list[int], dilations: list[int], relu: onnx.NodeProto | None = None,
+                strides: list[int], dilations: list[int], activation: tuple[onnx.NodeProto, list] | None = None,
                 keep_input: bool = False) -> tuple[ir.Value, ir.Value | None]:
     """Rows = output channels (weights broadcast), columns = the last output dim (input vectors).
 
@@ -115,7 +115,7 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     bb = tiled.as_buffer(bias) if bias is not None else None
     out = tiled.new_buffer(acc_shape)
     # With a fused Relu, a traced build also stores the Conv's values (a store: no fault site).
-    pre = tiled.new_buffer(acc_shape) if relu is not None and keep_input else None
+    pre = tiled.new_buffer(acc_shape) if activation is not None and keep_input else None
 
     def load_vector(ivs, red, col0, width):
         c, k = red[0], red[1:]
@@ -137,10 +137,13 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     def store(ivs, row, col0, vec):
         if pre is not None:
             vector.store(vec, pre, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
-        if relu is not None:  # the Relu node's own operation, as its reference generic builds it
-            with ir.Location.name(relu.name):
-                zero = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), 0.0))
-                vec = arith.maximumf(vec, arith.ConstantOp(vec.type, zero).result)
+        if activation is not None:  # the Relu's or Clip's own operations, as its reference generic builds them
+            node, bounds = activation
+            with ir.Location.name(node.name):
+                for op, bound in bounds:
+                    splat = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), bound))
+                    limit = arith.ConstantOp(vec.type, splat).result
+                    vec = arith.maximumf(vec, limit) if op == "maximum" else arith.minimumf(vec, limit)
         vector.store(vec, out, [ivs[0], ivs[1], row] + ivs[2:] + [col0])
 
     outer = [n, group] + list(out_spatial[:-1])
