@@ -297,3 +297,15 @@ def test_engine_defaults_and_choices(capsys):
     with pytest.raises(SystemExit):
         main(["inject", "--help"])
     assert "--engine {walk,simple}" in capsys.readouterr().out
+
+
+def test_servers_get_huge_pages_and_keep_the_users_tunables(monkeypatch):
+    from lltfi_mlir.campaign.executor import server_environment
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert server_environment(True)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    assert server_environment(True)["LLTFI_EARLY_END"] == "1" and "LLTFI_EARLY_END" not in server_environment(False)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.check=3")
+    assert server_environment(False)["GLIBC_TUNABLES"] == "glibc.malloc.check=3:glibc.malloc.hugetlb=1"
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+    assert server_environment(False)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
