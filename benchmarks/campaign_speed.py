@@ -8,7 +8,8 @@ ONNX files, e.g. the torchvision exports that benchmarks/zoo.py caches in ~/.cac
   native        one golden inference of the instrumented program (the profile's best of 3)
   setup         from a compiled build to the first trial: instrument for the default selection
                 (floating-point arithmetic in the operators) and profile every input set
-  simple, walk  trials per second of --trials trials (default 2,000) with --jobs J: `campaign.run`
+  simple, walk  trials per second of --trials trials (default 2,000) with --jobs J (default: the
+                tool's, one per core, and one more for the walk engine): `campaign.run`
                 from its first trial to its last (results written to SQLite), per engine; the
                 engines alternate for --rounds rounds, and the best round counts
   end to end    --trials / (setup + the walk engine's trial time)
@@ -171,7 +172,7 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated example names and ONNX paths (default: every example; "
                         "'zoo': every export cached by benchmarks/zoo.py)")
     parser.add_argument("--trials", type=int, default=2000)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--jobs", type=int, help="trials at once (default: the tool's default per engine)")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per engine (the best counts)")
     parser.add_argument("--repeat", type=int, default=200, help="onnxruntime inferences per timed run, at most")
     parser.add_argument("--engines", default=",".join(ENGINES),
@@ -192,7 +193,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     cores = os.cpu_count() or 1
-    table = Table(title=f"campaign speed: {args.trials} trials, default selection, jobs={args.jobs}, {cores} cores "
+    table = Table(title=f"campaign speed: {args.trials} trials, default selection, jobs={args.jobs or 'default'}, {cores} cores "
                         f"(ideal: a full-forward injector at onnxruntime's single-thread speed on every core)")
     for column in ("model", "instances", "onnxruntime", "native", "setup", "simple /s", "walk /s", "walk/simple",
                    "ideal /s", "walk/ideal", "end to end /s", "e2e/ideal", "target", "ended early", "work/trial",

@@ -309,3 +309,12 @@ def test_servers_get_huge_pages_and_keep_the_users_tunables(monkeypatch):
     assert server_environment(False)["GLIBC_TUNABLES"] == "glibc.malloc.check=3:glibc.malloc.hugetlb=1"
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
     assert server_environment(False)["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
+
+
+def test_default_jobs_keep_every_core_busy(monkeypatch):
+    from lltfi_mlir.campaign import campaign
+
+    monkeypatch.setattr(campaign.os, "cpu_count", lambda: 4)
+    assert campaign.default_jobs("walk") == 5 and campaign.default_jobs("simple") == 4
+    monkeypatch.setattr(campaign.os, "cpu_count", lambda: 1)
+    assert campaign.default_jobs("walk") == 1

@@ -99,6 +99,14 @@ def _cached_build(model: Path, build_dir: Path, codegen: str, opt_level: int | N
         return compile_onnx(model, build_dir, CompileOptions(codegen=codegen, opt_level=opt_level))
 
 
+def default_jobs(engine: str) -> int:
+    """One trial per core; the walk engine one more: each walker idles while it forks and reaps its
+    trial and between targets, and a core waits for a fresh child while the scheduler places it
+    (ResNet-18 on 2 cores, 800 trials: 3 jobs ran 11-21% more trials/s than 2, in three A/B pairs)."""
+    cores = os.cpu_count() or 1
+    return cores + 1 if engine == "walk" and cores > 1 else cores
+
+
 class Campaign:
     # Run although a fault-free output holds NaN or Inf (see _check_golden); set before run().
     allow_nonfinite_golden = False
@@ -122,12 +130,12 @@ class Campaign:
         self.program = program
         self.config = config
         self.input_sets = input_sets
-        self.jobs = jobs or os.cpu_count() or 1
         self.engine = _engine(engine, build)  # how trials run; not part of the campaign's identity
         self.weight_targets: list[WeightTarget] = []  # fault target weights or activations: the tensors
         if config.target != "instructions":
             check_memory_campaign(config, build, engine)
             self.engine = "simple"  # the fork-server applies memory faults (runtime/memory_faults.c)
+        self.jobs = jobs or default_jobs(self.engine)
         self.dask, self.dask_batch = dask, dask_batch  # a Dask scheduler address (or "local") runs the trials
         identity = {
             "model": hashlib.sha256((build.directory / "model.llvm.mlir").read_bytes()).hexdigest()[:16],
