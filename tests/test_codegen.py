@@ -150,6 +150,25 @@ def test_batched_matmul_with_broadcast_bit_identical(tmp_path):
     assert bits(optimized.run(xs)) == bits(reference.run(xs))
 
 
+def test_matmul_with_column_panels_outside_row_blocks_bit_identical(tmp_path):
+    """B of 300 KB and three row blocks: the row blocks run inside each column panel of B (a
+    transformer's MLP shape, scaled down); batched, with a remainder block in both dimensions."""
+    from lltfi_mlir.frontend.ops.matmul import CACHE_BYTES
+
+    m, k, n = 13, 300, 250
+    assert 4 * k * n > CACHE_BYTES
+    w = numpy_helper.from_array(RNG.standard_normal((k, n)).astype(np.float32), "w")
+    node = helper.make_node("MatMul", ["a", "w"], ["y"], name="mlp")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    optimized, reference = both_builds(model, tmp_path)
+    x = RNG.standard_normal((2, m, k)).astype(np.float32)
+    got = optimized.run([x])
+    assert bits(got) == bits(reference.run([x]))
+    np.testing.assert_allclose(got[0], ort_run(model, {"a": x})[0], rtol=1e-4, atol=1e-4)
+
+
 def test_special_values_bit_identical(tmp_path):
     """NaN, infinities, signed zeros and subnormals travel the same operations in both builds (NaN payloads
     aside: see `bits`)."""

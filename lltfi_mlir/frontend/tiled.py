@@ -61,6 +61,10 @@ class Contraction:
     load_init: Callable[[Values, ir.Value, ir.Value, int], ir.Value]   # (outer, row, col0, width)
     store: Callable[[Values, ir.Value, ir.Value, ir.Value], None]      # (outer, row, col0, vec)
     step: Callable[[ir.Value, ir.Value, ir.Value], ir.Value]           # (acc, broadcast, vec)
+    # Column blocks outside the row blocks (needs row_at == len(outer)): each column panel of the
+    # vector operand stays in cache while every row block uses it (a MatMul's B, K x 16 floats),
+    # instead of the whole operand streaming through once per row block.
+    columns_outside: bool = False
 
 
 def index(value: int) -> ir.Value:
@@ -145,36 +149,43 @@ def _blocks(total: int, size: int) -> list[tuple[int, int, int]]:
 def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolicy()) -> None:
     """Emit the loop nest of `c` at the current insertion point."""
     tile_rows, tile_vectors = policy.shape(c.rows, c.cols)
+    assert not c.columns_outside or c.row_at == len(c.outer), "columns outside rows: rows must be innermost"
     col_block = tile_vectors * policy.lanes
 
     def outer_loops(level: int, ivs: Values, row: tuple[ir.Value, int] | None) -> None:
         if level == c.row_at and row is None:
-            for start, end, size in _blocks(c.rows, tile_rows):
-                if end - start == size:
-                    outer_loops(level, ivs, (index(start), size))
-                    continue
-                loop = _for(end, size, start)
-                with ir.InsertionPoint(loop.body):
-                    outer_loops(level, ivs, (loop.induction_variable, size))
-                    scf.YieldOp([])
+            if c.columns_outside:
+                column_blocks(lambda col0, widths: row_blocks(lambda r: tile(ivs, r, col0, widths)))
+            else:
+                row_blocks(lambda r: outer_loops(level, ivs, r))
             return
         if level == len(c.outer):
-            column_blocks(ivs, row)
+            column_blocks(lambda col0, widths: tile(ivs, row, col0, widths))
             return
         loop = _for(c.outer[level])
         with ir.InsertionPoint(loop.body):
             outer_loops(level + 1, ivs + [loop.induction_variable], row)
             scf.YieldOp([])
 
-    def column_blocks(ivs: Values, row: tuple[ir.Value, int]) -> None:
-        for start, end, size in _blocks(c.cols, col_block):
-            widths = [policy.lanes] * (size // policy.lanes) + ([size % policy.lanes] if size % policy.lanes else [])
+    def row_blocks(body: Callable[[tuple[ir.Value, int]], None]) -> None:
+        for start, end, size in _blocks(c.rows, tile_rows):
             if end - start == size:
-                tile(ivs, row, index(start), widths)
+                body((index(start), size))
                 continue
             loop = _for(end, size, start)
             with ir.InsertionPoint(loop.body):
-                tile(ivs, row, loop.induction_variable, widths)
+                body((loop.induction_variable, size))
+                scf.YieldOp([])
+
+    def column_blocks(body: Callable[[ir.Value, list[int]], None]) -> None:
+        for start, end, size in _blocks(c.cols, col_block):
+            widths = [policy.lanes] * (size // policy.lanes) + ([size % policy.lanes] if size % policy.lanes else [])
+            if end - start == size:
+                body(index(start), widths)
+                continue
+            loop = _for(end, size, start)
+            with ir.InsertionPoint(loop.body):
+                body(loop.induction_variable, widths)
                 scf.YieldOp([])
 
     def tile(ivs: Values, row: tuple[ir.Value, int], col0: ir.Value, widths: list[int]) -> None:
