@@ -153,7 +153,7 @@ def test_batched_matmul_with_broadcast_bit_identical(tmp_path):
 def test_matmul_with_column_panels_outside_row_blocks_bit_identical(tmp_path):
     """B of 300 KB and three row blocks: the row blocks run inside each column panel of B (a
     transformer's MLP shape, scaled down); batched, with a remainder block in both dimensions."""
-    from lltfi_mlir.frontend.ops.matmul import CACHE_BYTES
+    from lltfi_mlir.frontend.tiled import CACHE_BYTES
 
     m, k, n = 13, 300, 250
     assert 4 * k * n > CACHE_BYTES

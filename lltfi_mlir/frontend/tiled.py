@@ -25,6 +25,7 @@ from mlir.dialects import arith, bufferization, memref, scf, vector
 from . import builders as b
 
 Values = list[ir.Value]
+CACHE_BYTES = 256 << 10  # what a loop nest may assume stays cached between its sweeps (half an L2)
 
 
 @dataclass(frozen=True)

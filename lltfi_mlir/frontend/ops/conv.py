@@ -9,6 +9,7 @@ the instruction pattern the LLTFI paper injects into.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import onnx
 from mlir import ir
@@ -20,69 +21,84 @@ from ..importer import Importer, handler
 from .windows import explicit_pads, window_attrs
 
 
-@handler("Conv")
-def conv(imp: Importer, node: onnx.NodeProto) -> list:
+@dataclass(frozen=True)
+class Grouped:
+    """A Conv's operands viewed per group: x (n, g, cg, padded spatial...), w (g, mg, cg, kernel...)."""
+
+    x: ir.Value
+    w: ir.Value
+    group: int
+    mg: int
+    strides: list[int]
+    dilations: list[int]
+
+    @property
+    def rank(self) -> int:
+        return len(self.strides)
+
+
+def grouped_operands(imp: Importer, node: onnx.NodeProto, x: ir.Value, w: ir.Value, pad_value: float | int) -> Grouped:
+    """Checks a Conv-style node (Conv, ConvInteger, QLinearConv) against its operands' shapes, pads
+    `x` with `pad_value` and views both operands per group."""
     attrs = imp.attrs(node)
-    x_shape = imp.shape(node.input[0])
-    w_shape = imp.shape(node.input[1])
+    x_shape, w_shape = b.shape_of(x), b.shape_of(w)
     rank = len(x_shape) - 2
     if rank < 1:
-        raise imp.error(f"Conv input must have rank >= 3, got {x_shape}")
+        raise imp.error(f"{node.op_type} input must have rank >= 3, got {x_shape}")
     n, channels = x_shape[:2]
     m, cg = w_shape[:2]
     kernel = list(attrs.get("kernel_shape", w_shape[2:]))
     group = int(attrs.get("group", 1))
     if channels != cg * group or m % group:
-        raise imp.error(f"Conv channels {channels} / weights {w_shape} do not match group={group}")
+        raise imp.error(f"{node.op_type} channels {channels} / weights {w_shape} do not match group={group}")
     strides, dilations = window_attrs(attrs, rank, kernel)
     low, high = explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
-    out_shape = imp.shape(node.output[0])
-    out_spatial = out_shape[2:]
+    x = b.pad(x, [0, 0] + low, [0, 0] + high, pad_value)
     mg = m // group
+    return Grouped(b.reshape(x, (n, group, cg) + b.shape_of(x)[2:]), b.reshape(w, (group, mg, cg) + tuple(kernel)),
+                   group, mg, strides, dilations)
 
-    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + high, 0.0)
-    padded = b.shape_of(x)
-    x = b.reshape(x, (n, group, cg) + padded[2:])
-    w = b.reshape(imp.value(node.input[1]), (group, mg, cg) + tuple(kernel))
 
-    acc_shape = (n, group, mg) + tuple(out_spatial)
+def reference_conv(g: Grouped, init: ir.Value, step) -> ir.Value:
+    """One linalg.generic over loop dims n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}: per output element
+    `step(x, w, acc)` in that reduction order."""
+    rank = g.rank
+    num = 3 + rank + 1 + rank
+    d = b.dims(num)
+    o, c, k = d[3:3 + rank], d[3 + rank], d[4 + rank:]
+    x_map = b.affine_map(num, [d[0], d[1], c] + [o[i] * g.strides[i] + k[i] * g.dilations[i] for i in range(rank)])
+    w_map = b.affine_map(num, [d[1], d[2], c] + k)
+    out_map = b.affine_map(num, [d[0], d[1], d[2]] + o)
+    iterators = [b.PARALLEL] * (3 + rank) + [b.REDUCTION] * (1 + rank)
+    return b.generic([g.x, g.w], [x_map, w_map], init, out_map, iterators, step)
+
+
+@handler("Conv")
+def conv(imp: Importer, node: onnx.NodeProto) -> list:
+    g = grouped_operands(imp, node, imp.value(node.input[0]), imp.value(node.input[1]), 0.0)
+    out_shape = imp.shape(node.output[0])
+    n = out_shape[0]
+    acc_shape = (n, g.group, g.mg) + tuple(out_shape[2:])
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = b.reshape(imp.value(node.input[2]), (g.group, g.mg))
+
     if imp.optimized:
-        pass
-    elif len(node.input) > 2 and node.input[2]:
-        bias = b.reshape(imp.value(node.input[2]), (group, mg))
+        y, pre = _tiled_conv(imp, g.x, g.w, bias, acc_shape, g.strides, g.dilations, imp.fused_activation(node),
+                             keep_input=imp.config.trace)
+        if pre is not None:  # a traced build returns the Conv's own output too
+            return [b.reshape(pre, out_shape), b.reshape(y, out_shape)]
+        return [b.reshape(y, out_shape)]
+
+    if bias is not None:
         acc_rank = len(acc_shape)
         init = b.generic([bias], [b.affine_map(acc_rank, [ir.AffineDimExpr.get(1), ir.AffineDimExpr.get(2)])],
                          b.empty(acc_shape), b.affine_map(acc_rank, b.dims(acc_rank)),
                          [b.PARALLEL] * acc_rank, lambda v, _: v)
     else:
         init = b.fill(acc_shape, 0.0)
-
-    if imp.optimized:
-        bias = None
-        if len(node.input) > 2 and node.input[2]:
-            bias = b.reshape(imp.value(node.input[2]), (group, mg))
-        y, pre = _tiled_conv(imp, x, w, bias, acc_shape, strides, dilations, imp.fused_activation(node),
-                             keep_input=imp.config.trace)
-        if pre is not None:  # a traced build returns the Conv's own output too
-            return [b.reshape(pre, out_shape), b.reshape(y, out_shape)]
-        return [b.reshape(y, out_shape)]
-
-    # Loop dims: n, g, m, o_0..o_{r-1}, c, k_0..k_{r-1}
-    num = 3 + rank + 1 + rank
-    d = b.dims(num)
-    o = d[3:3 + rank]
-    c = d[3 + rank]
-    k = d[4 + rank:]
-    x_map = b.affine_map(num, [d[0], d[1], c] + [o[i] * strides[i] + k[i] * dilations[i] for i in range(rank)])
-    w_map = b.affine_map(num, [d[1], d[2], c] + k)
-    out_map = b.affine_map(num, [d[0], d[1], d[2]] + o)
-    iterators = [b.PARALLEL] * (3 + rank) + [b.REDUCTION] * (1 + rank)
-    y = b.generic([x, w], [x_map, w_map], init, out_map, iterators,
-                  lambda xv, wv, acc: arith.addf(acc, arith.mulf(xv, wv)))
+    y = reference_conv(g, init, lambda xv, wv, acc: arith.addf(acc, arith.mulf(xv, wv)))
     return [b.reshape(y, out_shape)]
-
-
-CACHE_BYTES = 256 << 10  # what a loop nest may assume stays cached between its sweeps (half an L2)
 
 
 def _channel_blocks_inside(input_bytes: int, weight_bytes: int, output_rows: int, channel_blocks: int) -> bool:
@@ -91,10 +107,10 @@ def _channel_blocks_inside(input_bytes: int, weight_bytes: int, output_rows: int
     weights once per output row (ResNet's 7x7 layers: 9.4 MB, seven times). Data that fits in cache
     is read once either way. Only the order of independent output tiles changes: every element's
     operations and their order stay the reference's."""
-    if input_bytes <= CACHE_BYTES:
+    if input_bytes <= tiled.CACHE_BYTES:
         return False  # the usual order: each block's weights stay in L1 for the whole sweep
     outside = channel_blocks * input_bytes
-    inside = weight_bytes if weight_bytes <= CACHE_BYTES else output_rows * weight_bytes
+    inside = weight_bytes if weight_bytes <= tiled.CACHE_BYTES else output_rows * weight_bytes
     return inside < outside
 
 

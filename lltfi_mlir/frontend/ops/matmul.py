@@ -99,9 +99,6 @@ def _transpose(value: ir.Value) -> ir.Value:
                      [b.PARALLEL] * 2, lambda v, _: v)
 
 
-CACHE_BYTES = 256 << 10  # as conv.py: what a loop nest may assume stays cached between sweeps
-
-
 def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_shape: tuple[int, ...],
                   trans_a: bool, alpha: float) -> ir.Value:
     """Rows = M (broadcast from `a`), columns = N (vectors of `w`, laid out [..., K, N]).
@@ -145,7 +142,7 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_s
     # B streams through the cache once per row block unless its column panels stay there: with more
     # than one row block and a B larger than the cache, sweep the row blocks inside each panel.
     row_blocks = -(-out_shape[-2] // imp.tile_policy.shape(out_shape[-2], out_shape[-1])[0])
-    columns_outside = row_blocks > 1 and 4 * k_extent * out_shape[-1] > CACHE_BYTES
+    columns_outside = row_blocks > 1 and 4 * k_extent * out_shape[-1] > tiled.CACHE_BYTES
     tiled.emit(tiled.Contraction(
         outer=list(batch), row_at=nb, rows=out_shape[-2], cols=out_shape[-1], reduction=[k_extent],
         load_vector=load_vector, load_scalar=load_scalar, load_init=load_init, store=store, step=step,

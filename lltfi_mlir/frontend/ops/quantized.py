@@ -19,7 +19,7 @@ from mlir.dialects import arith, math
 from .. import builders as b
 from .. import scalars as sc
 from ..importer import Importer, handler
-from .windows import explicit_pads, window_attrs
+from .conv import grouped_operands, reference_conv
 
 _T = onnx.TensorProto
 # Saturation range of each quantized element type.
@@ -211,33 +211,11 @@ def qlinear_matmul(imp: Importer, node: onnx.NodeProto) -> list:
 
 def _int_conv(imp: Importer, node: onnx.NodeProto, x: ir.Value, w: ir.Value) -> ir.Value:
     """Conv over zero-point-corrected int32 tensors (zero padding), `acc + x * w` per output element."""
-    attrs = imp.attrs(node)
-    x_shape, w_shape = b.shape_of(x), b.shape_of(w)
-    rank = len(x_shape) - 2
-    n, channels = x_shape[:2]
-    m, cg = w_shape[:2]
-    kernel = list(attrs.get("kernel_shape", w_shape[2:]))
-    group = int(attrs.get("group", 1))
-    if channels != cg * group or m % group:
-        raise imp.error(f"{node.op_type} channels {channels} / weights {w_shape} do not match group={group}")
-    strides, dilations = window_attrs(attrs, rank, kernel)
-    low, high = explicit_pads(attrs, x_shape[2:], kernel, strides, dilations)
+    g = grouped_operands(imp, node, x, w, 0)
     out_shape = tuple(imp.shape(node.output[0]))
-    mg = m // group
-    x = b.pad(x, [0, 0] + low, [0, 0] + high, 0)
-    padded = b.shape_of(x)
-    x = b.reshape(x, (n, group, cg) + padded[2:])
-    w = b.reshape(w, (group, mg, cg) + tuple(kernel))
-    num = 3 + rank + 1 + rank
-    d = b.dims(num)
-    o, c, k = d[3:3 + rank], d[3 + rank], d[4 + rank:]
-    x_map = b.affine_map(num, [d[0], d[1], c] + [o[i] * strides[i] + k[i] * dilations[i] for i in range(rank)])
-    w_map = b.affine_map(num, [d[1], d[2], c] + k)
-    acc_shape = (n, group, mg) + out_shape[2:]
-    i32 = ir.IntegerType.get_signless(32)
-    y = b.generic([x, w], [x_map, w_map], b.fill(acc_shape, 0, i32), b.affine_map(num, d[:3 + rank]),
-                  [b.PARALLEL] * (3 + rank) + [b.REDUCTION] * (1 + rank),
-                  lambda xv, wv, acc: arith.addi(acc, arith.muli(xv, wv)))
+    acc_shape = (out_shape[0], g.group, g.mg) + out_shape[2:]
+    init = b.fill(acc_shape, 0, ir.IntegerType.get_signless(32))
+    y = reference_conv(g, init, lambda xv, wv, acc: arith.addi(acc, arith.muli(xv, wv)))
     return b.reshape(y, out_shape)
 
 

@@ -96,23 +96,15 @@ def mod(imp: Importer, node: onnx.NodeProto) -> list:
     fmod = int(imp.attrs(node).get("fmod", 0))
 
     def body(u, v):
-        if sc.is_float(u):
-            r = arith.remf(u, v)
-            if fmod:
-                return r
-            # fmod=0 on floats (opset 28): the sign of the divisor, as numpy's mod.
-            zero = sc.const_like(u, 0.0)
-            differ = arith.xori(sc.compare("lt", r, zero), sc.compare("lt", v, zero))
-            fix = arith.andi(sc.compare("ne", r, zero), differ)
-            return arith.select(fix, arith.addf(r, v), r)
-        if unsigned:
+        if unsigned and not sc.is_float(u):
             return arith.remui(u, v)
-        r = arith.remsi(u, v)
+        r = arith.remf(u, v) if sc.is_float(u) else arith.remsi(u, v)
         if fmod:
             return r
+        # fmod=0 (on floats from opset 28): the remainder takes the divisor's sign, as numpy's mod.
         zero = sc.const_like(u, 0)
         differ = arith.xori(sc.compare("lt", r, zero), sc.compare("lt", v, zero))
         fix = arith.andi(sc.compare("ne", r, zero), differ)
-        return arith.select(fix, arith.addi(r, v), r)
+        return arith.select(fix, sc.add(r, v), r)
 
     return [b.elementwise([x, y], body)]
