@@ -193,7 +193,8 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     cores = os.cpu_count() or 1
-    table = Table(title=f"campaign speed: {args.trials} trials, default selection, jobs={args.jobs or 'default'}, {cores} cores "
+    jobs = args.jobs or "default"
+    table = Table(title=f"campaign speed: {args.trials} trials, default selection, jobs={jobs}, {cores} cores "
                         f"(ideal: a full-forward injector at onnxruntime's single-thread speed on every core)")
     for column in ("model", "instances", "onnxruntime", "native", "setup", "simple /s", "walk /s", "walk/simple",
                    "ideal /s", "walk/ideal", "end to end /s", "e2e/ideal", "target", "ended early", "work/trial",

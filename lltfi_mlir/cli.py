@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
     p.add_argument("--runs", type=int, help="number of trials (overrides the config's numOfRuns)")
     p.add_argument("--seed", type=int, help="campaign seed (overrides fi_random_seed / campaign.seed)")
-    p.add_argument("--jobs", "-j", type=int, help="trials run at once (default: one per core; the walk engine one more)")
+    p.add_argument("--jobs", "-j", type=int,
+                   help="trials run at once (default: one per core; the walk engine one more)")
     p.add_argument("--dry-run", action="store_true",
                    help="compile, instrument and profile, then print the plan (sites and dynamic instances per "
                    "layer, function and opcode; trials per run block; estimated time) without running trials")
@@ -162,7 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", help="directory of .npy input sets (default: the model's inputs/ folder)")
     p.add_argument("--runs", type=int, default=1000, help="trials per level (default 1000)")
     p.add_argument("--seed", type=int, help="campaign seed")
-    p.add_argument("--jobs", "-j", type=int, help="trials run at once (default: one per core; the walk engine one more)")
+    p.add_argument("--jobs", "-j", type=int,
+                   help="trials run at once (default: one per core; the walk engine one more)")
     p.add_argument("-o", "--output", help="working directory (default: lltfi-out/<model>)")
     p.add_argument("--allow-nonfinite-golden", action="store_true",
                    help="run although a fault-free output holds NaN or Inf (see inject --help)")

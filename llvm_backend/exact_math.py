@@ -23,6 +23,7 @@ hooks see; the expansion runs on the translated LLVM IR, after instrumentation, 
 
 from __future__ import annotations
 
+import itertools
 import re
 import struct
 from math import factorial
@@ -36,7 +37,7 @@ _DEGREE = 9
 
 def _hex(value: float) -> str:
     """A double as LLVM IR's exact hex literal."""
-    return "0x%016X" % struct.unpack("<Q", struct.pack("<d", value))[0]
+    return f"0x{struct.unpack('<Q', struct.pack('<d', value))[0]:016X}"
 
 
 # Taylor coefficients 1/n!, n = 0 .. degree
@@ -112,5 +113,5 @@ def use_exact_math(ll: str) -> str:
     matched here keeps calling libm."""
     if "@llvm.exp.f32(" not in ll:
         return ll
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
     return _CALL.sub(lambda m: "\n".join(expf_lines(m.group(2), m.group(1), f"lltfi.exp{next(counter)}")), ll)

@@ -11,10 +11,10 @@ import subprocess
 
 import numpy as np
 import pytest
+from lltfi_mlir.llvm_backend.exact_math import use_exact_math
 from onnx import TensorProto, helper
 
 from lltfi_mlir import CompileOptions, compile_onnx
-from lltfi_mlir.llvm_backend.exact_math import use_exact_math
 
 SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.17549435e-38, 3.4028235e38, -3.4028235e38,
                     88.72283, 88.72284, 89.0, -87.33654, -103.27893, -103.97207, -103.97208, -104.0, -150.0,
