@@ -24,6 +24,7 @@ from .frontend.importer import ImportConfig, check_operators, check_supported, i
 from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import assemble, build_native, translate_module
+from .module_file import write_llvm_module
 from .llvm_backend.glue import generate_glue, io_dtype
 from .llvm_backend.weights import externalize_weights, weight_table, write_weights_assembly
 from .workdir import file_digest, locked, source_key, staged
@@ -198,9 +199,7 @@ def _compile_onnx(model: str | Path | onnx.ModelProto, out_dir: str | Path,
         if options.sid is not None and options.sid.technique in ("aid", "acd"):
             sid_report = _apply_sid(module, options.sid, loaded)
         weights = externalize_weights(module, importer.pool.arrays)
-        llvm_mlir = out_dir / f"{STEM}.llvm.mlir"
-        with open(llvm_mlir, "w") as handle:
-            module.operation.print(file=handle, enable_debug_info=True)
+        llvm_mlir = write_llvm_module(module, out_dir)
         translated = translate_module(module, out_dir / f"{STEM}.ll")
         asm = write_weights_assembly(weights, importer.pool.arrays, out_dir)
         weight_targets = weight_table(weights, importer.pool.arrays, importer.pool.sources,
@@ -278,8 +277,7 @@ def _compile_program(sources: list[str | Path], out_dir: str | Path, cflags: lis
         start = time.perf_counter()
         module = import_program(bitcode, out_dir)
         seconds["import"] = time.perf_counter() - start
-        with open(out_dir / f"{STEM}.llvm.mlir", "w") as handle:
-            module.operation.print(file=handle, enable_debug_info=True)
+        write_llvm_module(module, out_dir)
     glue = out_dir / "glue.c"
     glue.write_text(generate_program_glue())
     seconds.update(build_native(out_dir / f"{STEM}.llvm.mlir", out_dir, STEM, [glue], opt_level, program=True,
@@ -342,8 +340,7 @@ def _compile_mlir(source: str | Path | ir.Module, out_dir: Path, entry: str, opt
             sid_report = {"technique": sid.technique, "correction": sid.correction,
                           "duplicated_instructions": result.duplicated, "checks": result.checks}
         out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / f"{STEM}.llvm.mlir", "w") as handle:
-            module.operation.print(file=handle, enable_debug_info=True)
+        write_llvm_module(module, out_dir)
         translated = translate_module(module, out_dir / f"{STEM}.ll")
         counts = {"sites": 0, "units": 0}  # an instrumented module needs its counters defined
         if "lltfi.instrumented" in module.operation.attributes:

@@ -22,6 +22,7 @@ from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
 from .llvm_backend.codegen import assemble, build_native, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
+from .module_file import read_llvm_module
 from .workdir import replace_folder, stage_folder, weights_digest
 
 STEM = "model"
@@ -70,7 +71,8 @@ def _backend(build: Build, out: Path, result, translated: float, backend: dict) 
     weights = build.directory / "weights.o"  # assembled by compile (older builds: the .S)
     if not weights.exists():
         weights = assemble(build.directory / "weights.S", out / "weights.o")
-    return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, weights], translated=translated, **backend)
+    return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, weights], translated=translated,
+                        cold_at_o0=True, **backend)
 
 
 def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None = None) -> InstrumentedBuild:
@@ -81,7 +83,8 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                "target_cpu": build.manifest.get("target_cpu"), "ir_opt": build.manifest.get("ir_opt", False)}
     source = build.directory / f"{STEM}.llvm.mlir"
     weights = weights_digest(build.directory, build.manifest)
-    out = build.directory / f"fi-{_selector_key(selector, backend, source.read_bytes(), weights)}"
+    text = source.read_bytes()
+    out = build.directory / f"fi-{_selector_key(selector, backend, text, weights)}"
     table_path = out / "sites.json"
     exe = out / STEM
     if table_path.exists() and exe.exists():
@@ -93,7 +96,7 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
     # Built aside and renamed into place: concurrent campaigns never run a half-written executable.
     final, out = out, stage_folder(out)
     with ir.Context():
-        module = ir.Module.parse(source.read_text())
+        module = read_llvm_module(build.directory, text)
         result = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest)).apply(module)
         if not result.sites:
             raise UsageError("the selection matches no instruction of this model (check opcodes, operators, "

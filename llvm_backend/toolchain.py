@@ -18,6 +18,7 @@ _WHEEL_DIRS = {
     "llvm-as": "llvm/bin",
     "llvm-link": "llvm/bin",
     "llvm-split": "llvm/bin",
+    "llvm-extract": "llvm/bin",
 }
 
 

@@ -7,6 +7,7 @@ outputs are bit-identical and each vector lane of a fault site is one reference 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +320,8 @@ def test_instrumented_strided_conv_relu_builds_and_counts(tmp_path):
     campaign.prepare()
     assert campaign.self_check == "passed"
     assert any(s.op_type == "Relu" and s.lanes > 1 for s in campaign.instrumented.sites)
+    # The cold copies were outlined and compiled apart (at -O0): the hooked self-check ran them.
+    directory = campaign.instrumented.directory
+    assert list(directory.glob("*.cold.o"))
+    symbols = subprocess.run(["nm", str(campaign.instrumented.executable)], capture_output=True, text=True).stdout
+    assert ".cold." in symbols

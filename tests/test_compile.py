@@ -38,6 +38,24 @@ def test_artifacts_and_manifest(tmp_path):
     assert build.outputs[0].shape == (1, 10)
 
 
+def test_module_bytecode_copy_follows_the_text(tmp_path):
+    """Instrumenting parses the bytecode copy of exactly the text on disk: the same module; a text
+    edited afterwards is parsed itself (its copy no longer matches)."""
+    from mlir import ir
+
+    from lltfi_mlir.module_file import read_llvm_module
+
+    compile_onnx(tiny_cnn(), tmp_path / "b")
+    text = (tmp_path / "b" / "model.llvm.mlir").read_text()
+    (copy,) = (tmp_path / "b").glob("model.llvm.*.mlirbc")
+    with ir.Context():
+        assert str(ir.Module.parse(copy.read_bytes())) == str(ir.Module.parse(text))
+        edited = text.replace("llvm.func @main_graph", "llvm.func @edited_in()\n  llvm.func @main_graph", 1)
+        assert edited != text
+        (tmp_path / "b" / "model.llvm.mlir").write_text(edited)
+        assert "@edited_in" in str(read_llvm_module(tmp_path / "b"))
+
+
 def test_every_float_arithmetic_op_keeps_its_onnx_node_location(tmp_path):
     compile_onnx(tiny_cnn(), tmp_path / "b")
     text = (tmp_path / "b" / "model.llvm.mlir").read_text()
