@@ -24,9 +24,9 @@ from .frontend.importer import ImportConfig, check_operators, check_supported, i
 from .frontend.onnx_loader import LoadedModel, open_model, prepare
 from .frontend.onnx_reader import OnnxSource
 from .llvm_backend.codegen import assemble, build_native, translate_module
-from .module_file import write_llvm_module
 from .llvm_backend.glue import generate_glue, io_dtype
 from .llvm_backend.weights import externalize_weights, weight_table, write_weights_assembly
+from .module_file import write_llvm_module
 from .workdir import file_digest, locked, source_key, staged
 
 STEM = "model"

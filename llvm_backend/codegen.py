@@ -13,8 +13,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..runtime import CONTROLLER_SOURCES, PROGRAM_SOURCES, SOURCE_DIR
 from ..errors import BuildError
+from ..runtime import CONTROLLER_SOURCES, PROGRAM_SOURCES, SOURCE_DIR
 from .exact_math import use_exact_math
 from .toolchain import run_tool, tool_path
 
