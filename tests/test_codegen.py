@@ -325,3 +325,60 @@ def test_instrumented_strided_conv_relu_builds_and_counts(tmp_path):
     assert list(directory.glob("*.cold.o"))
     symbols = subprocess.run(["nm", str(campaign.instrumented.executable)], capture_output=True, text=True).stdout
     assert ".cold." in symbols
+
+
+SPLIT_MODULE = """source_filename = "LLVMDialectModule"
+
+@__constant_4xf32 = private constant [4 x float] [float 1.0, float 2.0, float 3.0, float 4.0], align 64
+@w = external constant [4 x float], align 64
+
+declare void @lltfi_fi_lanes_f32(i32, ptr, i32)
+
+define float @node_0(ptr %0) {
+  %2 = load float, ptr @__constant_4xf32, align 4
+  %3 = load float, ptr %0, align 4
+  %4 = fadd float %2, %3
+  ret float %4
+}
+
+define { ptr, i64 } @node_1(ptr %0, i64 %1) {
+  %3 = load float, ptr @__constant_4xf32, align 4
+  store float %3, ptr %0, align 4
+  %4 = insertvalue { ptr, i64 } undef, ptr %0, 0
+  %5 = insertvalue { ptr, i64 } %4, i64 %1, 1
+  ret { ptr, i64 } %5
+}
+
+define float @main_graph(ptr %0) {
+  %2 = call float @node_0(ptr %0)
+  %3 = call { ptr, i64 } @node_1(ptr %0, i64 4)
+  %4 = load float, ptr @w, align 4
+  %5 = fmul float %2, %4
+  ret float %5
+}
+"""
+
+
+def test_textual_split_gives_parts_that_link_into_the_module(tmp_path):
+    """Every definition lands in exactly one part, the others declare it, and each part's copy of a
+    local constant has its own name: the parts link (llvm-link refuses duplicate definitions)."""
+    from lltfi_mlir.llvm_backend.codegen import split_functions
+    from lltfi_mlir.llvm_backend.toolchain import tool_path
+
+    parts = split_functions(SPLIT_MODULE, 2)
+    assert parts is not None and len(parts) == 2
+    files = []
+    for k, part in enumerate(parts):
+        (tmp_path / f"p{k}.ll").write_text(part)
+        files.append(str(tmp_path / f"p{k}.ll"))
+    defined = [sorted(line.split("@")[1].split("(")[0] for line in p.splitlines() if line.startswith("define"))
+               for p in parts]
+    assert sorted(defined[0] + defined[1]) == ["main_graph", "node_0", "node_1"]
+    linked = subprocess.run([tool_path("llvm-link"), *files, "-S", "-o", "-"], capture_output=True, text=True)
+    assert linked.returncode == 0, linked.stderr
+    assert linked.stdout.count("define ") == 3
+    # split_cold may make a local visible: each part's copy has a name of its own.
+    assert "@__constant_4xf32.part0 = private" in parts[0] and "@__constant_4xf32.part1 = private" in parts[1]
+    # A local function (or variable) is left to llvm-split.
+    assert split_functions(SPLIT_MODULE.replace("define float @node_0", "define internal float @node_0"), 2) is None
+    assert split_functions(SPLIT_MODULE.replace("private constant", "internal global"), 2) is None

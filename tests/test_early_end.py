@@ -140,7 +140,7 @@ def test_policy_says_when_it_is_off(skip_dir, tmp_path):
 def test_instrumented_ir_reports_each_operator_output(skip_dir, tmp_path):
     build = compile_onnx(skip_dir / "model.onnx", tmp_path / "b")
     instrumented = instrument_build(build, CampaignConfig().selector)
-    text = (instrumented.directory / "model.llvm.mlir").read_text()
+    text = instrumented.ir_text()
     assert instrumented.boundaries == 5  # five outlined operators; the Reshape is a view
     assert text.count("llvm.call @lltfi_node_end(") == 5
     assert "llvm.func @lltfi_node_end(i64, i64, !llvm.ptr, i64, i32)" in text
