@@ -271,21 +271,24 @@ class _Hooks:
         terminator_loc = ops[-1].location
         fast = block.create_after()
         cold = fast.create_after()
+        # The copy is made in C++ (op by op from Python, remapping each operand, was slow): the ops
+        # move into a scratch op's block, the scratch op is cloned, and both blocks' ops move out.
+        with _scratch_point(block.region):
+            scratch = ir.Operation.create("builtin.module", regions=1)
+        holder = scratch.regions[0].blocks.append()
+        for op in ops:
+            holder.append(op)
+        copy = scratch.clone()
         for op in ops:
             fast.append(op)
-        value_map: dict[ir.Value, ir.Value] = {}
-        cold_ip = ir.InsertionPoint(cold)
-        for op in ops:
-            clone = op.clone(ip=cold_ip).operation
-            for index, operand in enumerate(clone.operands):
-                if operand in value_map:
-                    clone.operands[index] = value_map[operand]
-            for old, new in zip(op.results, clone.results):
-                value_map[old] = new
+        clones = [op.operation for op in copy.regions[0].blocks[0].operations]
+        for clone in clones:
+            cold.append(clone)
+        scratch.erase()
+        copy.erase()
+        for op, clone in zip(ops, clones):
             if op in by_op:
-                hooked = self.instrument_op(clone, by_op[op])
-                if hooked is not None:
-                    value_map[op.results[0]] = hooked
+                self.instrument_op(clone, by_op[op])
         with ir.InsertionPoint(block), terminator_loc:
             if unit is not None:
                 _count_unit(unit)
@@ -498,7 +501,6 @@ class InstrumentSitesPass:
         chosen = self._choose_nests(func, users)
         work: list[tuple[ir.Block, list, int | None, bool]] = []
         handled: set[ir.Block] = set()
-        last = func.region.blocks[len(func.region.blocks) - 1]
         for loop in chosen:
             mult = block_multiplicities(loop)
             unit_sites: dict[int, int] = {}
@@ -507,7 +509,7 @@ class InstrumentSitesPass:
                     unit_sites[site.id] = unit_sites.get(site.id, 0) + mult[b] * site.lanes
             unit = len(result.units)
             result.units.append(unit_sites)
-            block_map, op_map, last = _clone_loop(loop, last)
+            block_map, op_map = _clone_loop(loop, func.region)
             term = _terminator_of(loop.preheader)
             args = list(term.operands)
             with ir.InsertionPoint(term), term.location:
@@ -575,12 +577,56 @@ def _terminator_of(block: ir.Block) -> ir.Operation:
     return block.operations[len(block.operations) - 1].operation
 
 
-def _clone_loop(loop: Loop, anchor: ir.Block) -> tuple[dict, dict, ir.Block]:
-    """Clone a loop nest's blocks after `anchor`; branches inside stay inside the copy."""
+def _scratch_point(region: ir.Region) -> ir.InsertionPoint:
+    """Where scratch ops go: the start of the module that holds the function of `region`."""
+    return ir.InsertionPoint.at_block_begin(region.owner.operation.parent.regions[0].blocks[0])
+
+
+MAX_MOVED_BLOCKS = 512  # blocks a region clone may move aside and back (else: op by op)
+
+
+def _clone_loop(loop: Loop, region: ir.Region) -> tuple[dict, dict]:
+    """Clone a loop nest's blocks to the end of its function; branches inside stay inside the copy.
+
+    The nest is cloned as one region, in C++ (op by op from Python, remapping each operand, took
+    most of the pass's time): its blocks move into a scratch op, in `loop.blocks` order, the blocks
+    after them into another, the scratch op is cloned, and all move back in their order, the copy
+    last. In functions where that would move too many blocks, op by op."""
+    members = set(loop.blocks)
+    order = list(region.blocks)
+    tail = order[min(order.index(b) for b in loop.blocks):]
+    if len(tail) > MAX_MOVED_BLOCKS:
+        return _clone_op_by_op(loop, order[-1])
+    with _scratch_point(region):
+        nest = ir.Operation.create("builtin.module", regions=1)
+        rest = ir.Operation.create("builtin.module", regions=1)
+    for b in loop.blocks:
+        b.append_to(nest.regions[0])
+    for b in tail:
+        if b not in members:
+            b.append_to(rest.regions[0])
+    copy = nest.clone()
+    for b in tail:
+        b.append_to(region)
+    for new in list(copy.regions[0].blocks):
+        new.append_to(region)
+    for scratch in (nest, rest, copy):
+        scratch.erase()
+    # Blocks and ops looked up again through the function: objects reached through a scratch op
+    # die with it.
+    copies = list(region.blocks)[-len(loop.blocks):]
+    block_map = dict(zip(loop.blocks, copies))
+    op_map = {op.operation: clone.operation for b, new in block_map.items()
+              for op, clone in zip(b.operations, new.operations)}
+    return block_map, op_map
+
+
+def _clone_op_by_op(loop: Loop, anchor: ir.Block) -> tuple[dict, dict]:
+    """`_clone_loop` from Python, op by op: after `anchor`, the function's last block."""
     block_map: dict[ir.Block, ir.Block] = {}
     value_map: dict[ir.Value, ir.Value] = {}
     for b in loop.blocks:
-        anchor = anchor.create_after(*[a.type for a in b.arguments])
+        anchor = anchor.create_after(*[a.type for a in b.arguments], arg_locs=[a.location for a in b.arguments])
         block_map[b] = anchor
         for old, new in zip(b.arguments, anchor.arguments):
             value_map[old] = new
@@ -598,7 +644,7 @@ def _clone_loop(loop: Loop, anchor: ir.Block) -> tuple[dict, dict, ir.Block]:
             for old, new in zip(op.results, clone.results):
                 value_map[old] = new
             op_map[op] = clone
-    return block_map, op_map, anchor
+    return block_map, op_map
 
 
 # -- stripping a previous application ----------------------------------------------------------------

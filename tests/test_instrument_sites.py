@@ -435,6 +435,22 @@ llvm.func @f(%n: i64, %c: i1) {
         assert compute_counts(loop, {fork: 2}, cfg) == 16 and compute_counts(loop, {arms[0]: 1}, cfg) is None
 
 
+def test_op_by_op_clone_gives_the_same_module(monkeypatch):
+    """Loop nests are cloned as one region in C++ unless that would move too many blocks; the
+    op-by-op fallback must print the very same module."""
+    import lltfi_mlir.dialect_passes.instrument_sites as pass_module
+
+    printed = []
+    for limit in (pass_module.MAX_MOVED_BLOCKS, 0):
+        monkeypatch.setattr(pass_module, "MAX_MOVED_BLOCKS", limit)
+        with ir.Context():
+            parsed = ir.Module.parse(module(NEST))
+            result = InstrumentSitesPass(node_info=NODES).apply(parsed)
+            assert result.versioned_nests >= 1
+            printed.append((parsed.operation.get_asm(enable_debug_info=True), result.units))
+    assert printed[0] == printed[1]
+
+
 # -- a second application -------------------------------------------------------------------------------
 def test_second_application_is_idempotent():
     with ir.Context():
