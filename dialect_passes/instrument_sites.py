@@ -40,7 +40,7 @@ The result of a second application describes the whole module (all sites, units 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mlir import ir
@@ -311,6 +311,31 @@ class _Function:
     cfg: Cfg
     order: list[ir.Block]                                   # reverse post-order, then unreachable blocks
     per_block: dict[ir.Block, list[tuple[ir.Operation, Site]]] = field(default_factory=dict)
+    found: dict[ir.Block, set[ir.Block]] = field(default_factory=dict)
+
+    def users(self, block: ir.Block) -> set[ir.Block]:
+        """Blocks using a result of `block`'s ops (computed once per original block)."""
+        if block not in self.found:
+            self.found[block] = result_users(block)
+        return self.found[block]
+
+
+@dataclass
+class Plan:
+    """What an application does, decided before any rewriting: the sites, each function's nests, and
+    its first unit id, so that functions can be instrumented apart (even in other processes)."""
+
+    functions: list[_Function]
+    result: InstrumentResult
+    nests: list[list[Loop]]
+    first_unit: list[int]
+    units: int = 0
+
+
+def _unnested_site_blocks(func: _Function, chosen: list[Loop]) -> list[ir.Block]:
+    """Site blocks outside the chosen nests, in order: each a versioning unit of its own."""
+    nested = {b for loop in chosen for b in loop.blocks}
+    return [b for b in func.order if b in func.per_block and b not in nested]
 
 
 @dataclass(frozen=True)
@@ -453,22 +478,41 @@ class InstrumentSitesPass:
         module = module_view(module)
         with module.context, ir.Location.unknown():
             stripped = _strip(module)
-            functions, kept = self._select(module, stripped)
-            sites = sorted((s for f in functions for sites in f.per_block.values() for _, s in sites),
-                           key=lambda s: s.id)
-            if not sites:
+            plan = self.plan(module, stripped)
+            if not plan.result.sites:
                 if COUNTS in module.operation.attributes:
                     del module.operation.attributes[COUNTS]
                 return InstrumentResult(changed=stripped, sites=[])
-            result = InstrumentResult(changed=True, sites=sites, kept_sites=kept)
-            hooks = _Hooks()
+            self.instrument(plan, range(len(plan.functions)))
+            self.finish(module, plan)
+        return plan.result
+
+    def plan(self, module: ir.Module, stripped: bool = False) -> Plan:
+        """Select the sites, and choose each function's versioning units (numbered in function order)."""
+        functions, kept = self._select(module, stripped)
+        sites = sorted((s for f in functions for sites in f.per_block.values() for _, s in sites), key=lambda s: s.id)
+        plan = Plan(functions, InstrumentResult(changed=True, sites=sites, kept_sites=kept), [], [])
+        if sites:
             for func in functions:
-                self._instrument_function(func, result, hooks)
-            _declare_runtime(module, {s.type for s in sites}, len(result.units))
-            i64 = ir.IntegerType.get_signless(64)
-            module.operation.attributes[COUNTS] = ir.DictAttr.get(
-                {"sites": ir.IntegerAttr.get(i64, len(sites)), "units": ir.IntegerAttr.get(i64, len(result.units))})
-        return result
+                plan.nests.append(self._choose_nests(func, func.users))
+                plan.first_unit.append(plan.units)
+                plan.units += len(plan.nests[-1]) + len(_unnested_site_blocks(func, plan.nests[-1]))
+            plan.result.units = [{} for _ in range(plan.units)]  # filled in by `instrument`
+        return plan
+
+    def instrument(self, plan: Plan, indices: Iterable[int]) -> None:
+        """Instrument these functions of the plan (in any process: unit ids come from the plan)."""
+        hooks = _Hooks()
+        for i in indices:
+            self._instrument_function(plan.functions[i], plan.nests[i], plan.first_unit[i], plan.result, hooks)
+
+    def finish(self, module: ir.Module, plan: Plan) -> None:
+        """Declare the runtime's counters and hooks, and record the counts the glue must define."""
+        sites = plan.result.sites
+        _declare_runtime(module, {s.type for s in sites}, plan.units)
+        i64 = ir.IntegerType.get_signless(64)
+        module.operation.attributes[COUNTS] = ir.DictAttr.get(
+            {"sites": ir.IntegerAttr.get(i64, len(sites)), "units": ir.IntegerAttr.get(i64, plan.units)})
 
     def _choose_nests(self, func: _Function, users: Callable[[ir.Block], set[ir.Block]]) -> list[Loop]:
         """Outermost loops with an exact count small enough to clone; larger ones are split."""
@@ -489,26 +533,18 @@ class InstrumentSitesPass:
                 choose(loop)
         return chosen
 
-    def _instrument_function(self, func: _Function, result: InstrumentResult, hooks: _Hooks) -> None:
-        per_block = func.per_block
-        found: dict[ir.Block, set[ir.Block]] = {}
-
-        def users(block: ir.Block) -> set[ir.Block]:  # computed once per original block
-            if block not in found:
-                found[block] = result_users(block)
-            return found[block]
-
-        chosen = self._choose_nests(func, users)
+    def _instrument_function(self, func: _Function, chosen: list[Loop], first_unit: int, result: InstrumentResult,
+                             hooks: _Hooks) -> None:
+        per_block, users = func.per_block, func.users
         work: list[tuple[ir.Block, list, int | None, bool]] = []
-        handled: set[ir.Block] = set()
+        unit = first_unit
         for loop in chosen:
             mult = block_multiplicities(loop)
             unit_sites: dict[int, int] = {}
             for b in loop.blocks:
                 for _, site in per_block.get(b, []):
                     unit_sites[site.id] = unit_sites.get(site.id, 0) + mult[b] * site.lanes
-            unit = len(result.units)
-            result.units.append(unit_sites)
+            result.units[unit] = unit_sites
             block_map, op_map = _clone_loop(loop, func.region)
             term = _terminator_of(loop.preheader)
             args = list(term.operands)
@@ -517,18 +553,18 @@ class InstrumentSitesPass:
                 _branch(_countdown_check(loop.count), args, block_map[loop.header], loop.header)
             term.erase()
             result.versioned_nests += 1
+            unit += 1
             for b in loop.blocks:
-                handled.add(b)
                 if b in per_block:  # the cold copy's blocks: the nest counted the entry already
                     work.append((block_map[b], [(op_map[op], site) for op, site in per_block[b]], None,
                                  bool(users(b))))
-        for b in func.order:
-            if b in per_block and b not in handled:  # a unit of its own
-                unit_sites = {}
-                for _, site in per_block[b]:
-                    unit_sites[site.id] = unit_sites.get(site.id, 0) + site.lanes
-                work.append((b, per_block[b], len(result.units), bool(users(b))))
-                result.units.append(unit_sites)
+        for b in _unnested_site_blocks(func, chosen):  # a unit of its own
+            unit_sites = {}
+            for _, site in per_block[b]:
+                unit_sites[site.id] = unit_sites.get(site.id, 0) + site.lanes
+            work.append((b, per_block[b], unit, bool(users(b))))
+            result.units[unit] = unit_sites
+            unit += 1
         # A block whose values are used elsewhere cannot be copied without SSA repair: inline hooks.
         for block, sites, unit, escaping in work:
             if escaping or not self.versioning:
