@@ -312,6 +312,7 @@ class _Function:
     order: list[ir.Block]                                   # reverse post-order, then unreachable blocks
     per_block: dict[ir.Block, list[tuple[ir.Operation, Site]]] = field(default_factory=dict)
     found: dict[ir.Block, set[ir.Block]] = field(default_factory=dict)
+    ops: int = 0  # operations before rewriting (how much code there is to copy and compile)
 
     def users(self, block: ir.Block) -> set[ir.Block]:
         """Blocks using a result of `block`'s ops (computed once per original block)."""
@@ -417,6 +418,7 @@ class InstrumentSitesPass:
             wanted_fn = (not selector.functions or fname in selector.functions) and \
                 fname not in selector.exclude_functions
             for block in order:
+                func.ops += len(block.operations)
                 for op in block.operations:
                     op = op.operation
                     opcode = opcode_of(op.name)
@@ -701,6 +703,12 @@ def _drop_blocks(module: ir.Module, blocks: list[ir.Block]) -> None:
     for b in blocks:
         b.append_to(scratch.regions[0])
     scratch.erase()
+
+
+def is_instrumented(module: ir.Module) -> bool:
+    """True if a previous application left its counters in the module."""
+    table = ir.SymbolTable(module.operation)
+    return REMAINING in table or UNIT_COUNTS in table
 
 
 def _strip(module: ir.Module) -> bool:

@@ -11,17 +11,24 @@ import hashlib
 import json
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mlir import ir
 
 from .build import Build
-from .dialect_passes.instrument_sites import InstrumentSitesPass, node_info_from_manifest
+from .dialect_passes.instrument_sites import (
+    InstrumentResult,
+    InstrumentSitesPass,
+    is_instrumented,
+    node_info_from_manifest,
+)
 from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .llvm_backend.codegen import assemble, build_native, runtime_digest, translate_module
+from .instrument_parts import build_in_halves, merged_module, splittable
+from .llvm_backend.codegen import assemble, build_native, link, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
 from .module_file import read_llvm_module
 from .workdir import replace_folder, stage_folder, weights_digest
@@ -51,7 +58,8 @@ class InstrumentedBuild:
         text = self.directory / f"{STEM}.llvm.mlir"
         if not text.exists():
             with ir.Context():
-                module = ir.Module.parseFile(str(self.directory / BYTECODE))
+                whole = self.directory / BYTECODE
+                module = ir.Module.parseFile(str(whole)) if whole.exists() else merged_module(self.directory)
                 staged = text.with_suffix(f".{os.getpid()}.tmp")
                 with open(staged, "w") as handle:
                     module.operation.print(file=handle, enable_debug_info=True)
@@ -81,14 +89,59 @@ def _backend(build: Build, out: Path, result, translated: float, backend: dict) 
         glue.write_text(generate_program_glue(len(result.sites), len(result.units)))
         return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue], backend["opt_level"], program=True,
                             cplusplus=build.manifest.get("language") == "c++", translated=translated)
+    return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [_model_glue(build, out, result),
+                                                               _weights_object(build, out)],
+                        translated=translated, cold_at_o0=True, **backend)
+
+
+def _model_glue(build: Build, out: Path, result: InstrumentResult) -> Path:
+    glue = out / "glue.c"
     inputs = [(t.name, t.shape, t.dtype) for t in build.inputs]
     outputs = [(t.name, t.shape, t.dtype) for t in build.all_outputs]
     glue.write_text(generate_glue(build.manifest["entry"], inputs, outputs, len(result.sites), len(result.units)))
+    return glue
+
+
+def _weights_object(build: Build, out: Path) -> Path:
     weights = build.directory / "weights.o"  # assembled by compile (older builds: the .S)
-    if not weights.exists():
-        weights = assemble(build.directory / "weights.S", out / "weights.o")
-    return build_native(out / f"{STEM}.llvm.mlir", out, STEM, [glue, weights], translated=translated,
-                        cold_at_o0=True, **backend)
+    return weights if weights.exists() else assemble(build.directory / "weights.S", out / "weights.o")
+
+
+NOTHING_SELECTED = ("the selection matches no instruction of this model (check opcodes, operators, node names "
+                    "and layer numbers against the manifest)")
+
+
+def _in_halves(build: Build, backend: dict, module: ir.Module) -> bool:
+    """Two processes pay when there are two cores, the model's optimized backend, and a fresh module."""
+    return (not build.is_program and backend["ir_opt"] and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
+            and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
+            and not is_instrumented(module) and splittable(module))
+
+
+def _in_one(build: Build, module: ir.Module, instrument: InstrumentSitesPass, out: Path,
+            backend: dict) -> tuple[InstrumentResult, int, dict[str, float]]:
+    """The whole module in this process: instrument, translate, then opt and llc on every core."""
+    result = instrument.apply(module)
+    if not result.sites:
+        raise UsageError(NOTHING_SELECTED)
+    boundaries = insert_boundaries(module)
+    translated = translate_module(module, out / f"{STEM}.ll")
+    # The instrumented module is kept as bytecode, written while opt and llc run: printing it as
+    # text with locations would take a core for seconds beside them (DenseNet-121: 4.4 s against
+    # 0.8 s). `InstrumentedBuild.ir_text()` prints it when somebody reads it.
+    printer = threading.Thread(target=_write_bytecode, args=(module, out / BYTECODE))
+    printer.start()
+    try:
+        seconds = _backend(build, out, result, translated, backend)
+    finally:
+        printer.join()
+    return result, boundaries, seconds
+
+
+def _link_model(build: Build, out: Path, result: InstrumentResult, objects: list[Path]) -> float:
+    start = time.perf_counter()
+    link(objects, [_model_glue(build, out, result), _weights_object(build, out)], out / STEM)
+    return time.perf_counter() - start
 
 
 def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None = None) -> InstrumentedBuild:
@@ -111,27 +164,24 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
                                  table.get("boundaries", 0))
     # Built aside and renamed into place: concurrent campaigns never run a half-written executable.
     final, out = out, stage_folder(out)
-    with ir.Context():
+    with ir.Context() as context:
+        context.enable_multithreading(False)  # no threads: the halves below fork
         module = read_llvm_module(build.directory, text)
-        result = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest)).apply(module)
-        if not result.sites:
-            raise UsageError("the selection matches no instruction of this model (check opcodes, operators, "
-                             "node names and layer numbers against the manifest)")
-        boundaries = insert_boundaries(module)
-        translated = translate_module(module, out / f"{STEM}.ll")
-        # The instrumented module is kept as bytecode, written while opt and llc run: printing it as
-        # text with locations would take a core for seconds beside them (DenseNet-121: 4.4 s against
-        # 0.8 s). `InstrumentedBuild.ir_text()` prints it when somebody reads it.
-        printer = threading.Thread(target=_write_bytecode, args=(module, out / BYTECODE))
-        printer.start()
-        try:
-            seconds = _backend(build, out, result, translated, backend)
-        finally:
-            printer.join()
+        instrument = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest))
+        if _in_halves(build, backend, module):
+            with ir.Location.unknown():
+                plan = instrument.plan(module)
+                if not plan.result.sites:
+                    raise UsageError(NOTHING_SELECTED)
+                objects, boundaries, seconds = build_in_halves(module, instrument, plan, out, backend)
+            result = plan.result
+            seconds["link"] = _link_model(build, out, result, objects)
+        else:
+            result, boundaries, seconds = _in_one(build, module, instrument, out, backend)
     table = {"sites": [s.row() for s in result.sites], "versioned_blocks": result.versioned_blocks,
              "inline_blocks": result.inline_blocks, "versioned_nests": result.versioned_nests,
              "units": result.units, "boundaries": boundaries, "seconds": seconds}
-    (out / "sites.json").write_text(json.dumps(table, indent=1) + "\n")
+    (out / "sites.json").write_text(json.dumps(table) + "\n")
     replace_folder(out, final, complete=lambda d: (d / "sites.json").exists() and (d / STEM).exists())
     out = final
     return InstrumentedBuild(build, out, exe, result.sites, result.versioned_blocks, result.inline_blocks,

@@ -149,8 +149,20 @@ _HEADER = re.compile(r"define ([^@]*)@([\w.$]+)(\([^)]*\))[^{]*\{")
 _LOCAL = ("internal", "private", "linkonce", "linkonce_odr", "weak", "weak_odr", "available_externally")
 
 
+def _local_names(text: str) -> set[str]:
+    return set(re.findall(rf"^@([\w.$]+) = (?:{'|'.join(_LOCAL)}) ", text, re.M))
+
+
 def _rename_local(local: set[str], suffix: str, m: re.Match) -> str:
     return f"@{m.group(1)}{suffix}" if m.group(1) in local else m.group(0)
+
+
+def rename_locals(text: str, suffix: str) -> str:
+    """Give the module's local globals names of their own. Modules compiled into one program may
+    each hold a copy of the same local constant; cutting the cold copies out (`split_cold`) makes a
+    local that both halves use visible, and the names must not clash then."""
+    local = _local_names(text)
+    return re.sub(r"@([\w.$]+)", functools.partial(_rename_local, local, suffix), text) if local else text
 
 
 def split_functions(text: str, parts: int) -> list[str] | None:
@@ -188,20 +200,15 @@ def split_functions(text: str, parts: int) -> list[str] | None:
         lightest = loads.index(min(loads))
         loads[lightest] += definition[1] - definition[0]
         members[lightest].append(definition)
-    # Each part's copies of the local constants get names of their own: cutting the cold copies
-    # out (split_cold) makes a local that both halves use visible, and names must not clash then.
-    local = set(re.findall(rf"^@([\w.$]+) = (?:{'|'.join(_LOCAL)}) ", rest, re.M))
-    if local and 'c"' in text:
+    if _local_names(rest) and 'c"' in text:
         return None  # a string could hold a name
     out = []
     for k, mine in enumerate(members):
         own = {d[2].group(2) for d in mine}
         declarations = "".join(f"declare {h.group(1)}@{h.group(2)}{h.group(3)}\n"
                                for _, _, h in definitions if h.group(2) not in own)
-        piece = rest + declarations + "".join(text[a:b] for a, b, _ in sorted(mine, key=lambda d: d[0]))
-        if local:
-            piece = re.sub(r"@([\w.$]+)", functools.partial(_rename_local, local, f".part{k}"), piece)
-        out.append(piece)
+        bodies = "".join(text[a:b] for a, b, _ in sorted(mine, key=lambda d: d[0]))
+        out.append(rename_locals(rest + declarations + bodies, f".part{k}"))
     return out
 
 
@@ -220,6 +227,31 @@ def _split(ll: Path, prefix: Path) -> list[Path]:
         return paths
     run_tool([tool_path("llvm-split"), "-j", str(jobs), "--round-robin", "-o", str(prefix), str(ll)], "llvm-split")
     return [prefix.parent / f"{prefix.name}{i}" for i in range(jobs)]
+
+
+def compile_parts(parts: list[Path], opt_level: int, target_cpu: str | None, cold_at_o0: bool = False,
+                  jobs: int | None = None) -> list[Path]:
+    """opt, then llc, of each part on `jobs` cores (default: all); with `cold_at_o0`, each part's cold
+    copies go to llc -O0 on their own (`split_cold`). Returns the objects."""
+    jobs = jobs or os.cpu_count() or 1
+
+    def optimize(part: Path) -> list[tuple[Path, int]]:
+        optimized = part.with_suffix(part.suffix + ".opt.bc")
+        optimize_ir(part, optimized, target_cpu, outline_cold=cold_at_o0)
+        hot, cold = split_cold(optimized) if cold_at_o0 else (optimized, None)
+        return [(hot, opt_level)] + ([(cold, 0)] if cold else [])
+
+    def codegen(piece: tuple[Path, int]) -> Path:
+        bc, level = piece
+        llc(bc, bc.with_suffix(".o"), level, target_cpu)
+        return bc.with_suffix(".o")
+
+    with ThreadPoolExecutor(min(len(parts), jobs)) as pool:
+        pieces = [piece for pieces in pool.map(optimize, parts) for piece in pieces]
+    # Longest first (-O2 takes about 3x the time of -O0 per byte of bitcode).
+    pieces.sort(key=lambda piece: -piece[0].stat().st_size * (3 if piece[1] else 1))
+    with ThreadPoolExecutor(min(len(pieces), jobs)) as pool:
+        return list(pool.map(codegen, pieces))
 
 
 def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[Path],
@@ -242,23 +274,7 @@ def build_native(llvm_mlir: Path, out_dir: Path, stem: str, extra_sources: list[
         start = time.perf_counter()
         parts = _split(ll, out_dir / f"{stem}.part")
 
-        def optimize(part: Path) -> list[tuple[Path, int]]:
-            optimized = part.with_suffix(part.suffix + ".opt.bc")
-            optimize_ir(part, optimized, target_cpu, outline_cold=cold_at_o0)
-            hot, cold = split_cold(optimized) if cold_at_o0 else (optimized, None)
-            return [(hot, opt_level)] + ([(cold, 0)] if cold else [])
-
-        def codegen(piece: tuple[Path, int]) -> Path:
-            bc, level = piece
-            llc(bc, bc.with_suffix(".o"), level, target_cpu)
-            return bc.with_suffix(".o")
-
-        with ThreadPoolExecutor(len(parts)) as pool:
-            pieces = [piece for pieces in pool.map(optimize, parts) for piece in pieces]
-        # Longest first, on every core (-O2 takes about 3x the time of -O0 per byte of bitcode).
-        pieces.sort(key=lambda piece: -piece[0].stat().st_size * (3 if piece[1] else 1))
-        with ThreadPoolExecutor(min(len(pieces), os.cpu_count() or 1)) as pool:
-            objects = list(pool.map(codegen, pieces))
+        objects = compile_parts(parts, opt_level, target_cpu, cold_at_o0)
         seconds["opt+llc"] = time.perf_counter() - start
     else:
         start = time.perf_counter()

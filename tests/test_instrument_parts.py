@@ -1,0 +1,92 @@
+"""Instrumenting in two processes (lltfi_mlir/instrument_parts.py) builds the same program as one
+process: the same sites, units and functions, and a campaign on it gives the same rows."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from lltfi_mlir.dialect_passes.sites import SiteSelector
+from mlir import ir
+
+import lltfi_mlir.instrument as instrument
+from lltfi_mlir import compile_onnx
+from lltfi_mlir.campaign import Campaign, CampaignConfig
+from lltfi_mlir.instrument_parts import split_point, splittable
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def _functions(text: str) -> dict[str, str]:
+    """Each defined function's text, by name (the halves order the module's declarations otherwise)."""
+    with ir.Context():
+        module = ir.Module.parse(text)
+        return {ir.StringAttr(op.operation.attributes["sym_name"]).value: str(op)
+                for op in module.body.operations
+                if op.operation.name == "llvm.func" and len(op.operation.regions[0].blocks)}
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """The LeNet example instrumented in two processes and in one (two copies of one build)."""
+    root = tmp_path_factory.mktemp("halves")
+    out = {}
+    for name, halves in (("halves", True), ("one", False)):
+        build = compile_onnx(EXAMPLES / "lenet_fmnist" / "model.onnx", root / name)
+        with pytest.MonkeyPatch.context() as patch:
+            if not halves:
+                patch.setattr(instrument, "_in_halves", lambda *args: False)
+            out[name] = instrument.instrument_build(build, SiteSelector())
+    return out
+
+
+def test_the_example_is_built_in_halves(builds):
+    assert (builds["halves"].directory / "model.llvm.part1.mlirbc").exists()
+    assert (builds["one"].directory / "model.llvm.mlirbc").exists()
+    assert len(list(builds["halves"].directory.glob("*.o"))) == 4  # hot and cold code of each half
+
+
+def test_halves_give_the_same_sites_units_and_functions(builds):
+    halves, one = builds["halves"], builds["one"]
+    assert halves.sites == one.sites
+    assert halves.units == one.units and halves.units and all(halves.units)
+    assert (halves.versioned_blocks, halves.inline_blocks, halves.versioned_nests, halves.boundaries) == \
+        (one.versioned_blocks, one.inline_blocks, one.versioned_nests, one.boundaries)
+    assert _functions(halves.ir_text()) == _functions(one.ir_text())
+
+
+def test_campaign_rows_are_the_same(builds, tmp_path):
+    rows = {}
+    for name, built in builds.items():
+        campaign = Campaign.from_build(built.build.directory, CampaignConfig(seed=7),
+                                       EXAMPLES / "lenet_fmnist" / "inputs", db=tmp_path / f"{name}.db", jobs=2)
+        campaign.run(300, progress=False)
+        assert campaign.instrumented.directory == built.directory
+        query = ("SELECT id, target, site, dyn_index, bit, status, outcome, value_before, value_after, masked_at "
+                 "FROM trials ORDER BY id")
+        rows[name] = sqlite3.connect(tmp_path / f"{name}.db").execute(query).fetchall()
+    assert len(rows["halves"]) == 300 and rows["halves"] == rows["one"]
+
+
+def test_split_point_balances_code():
+    class F:
+        def __init__(self, ops: int, sites: bool) -> None:
+            self.ops, self.per_block = ops, {0: [1]} if sites else {}
+
+    class P:
+        functions = [F(10, True), F(10, True), F(5, False), F(30, True)]
+
+    assert split_point(P()) == 3  # 20 + 20 + 5 against 60: the big function alone
+
+
+def test_a_local_function_keeps_the_module_whole():
+    with ir.Context():
+        module = ir.Module.parse("llvm.func internal @f() {\n  llvm.return\n}\nllvm.func @g() {\n  llvm.return\n}")
+        assert not splittable(module)
+        module = ir.Module.parse("llvm.mlir.global internal @counter(0 : i64) : i64\nllvm.func @g() {\n"
+                                 "  llvm.return\n}")
+        assert not splittable(module)
+        module = ir.Module.parse("llvm.mlir.global private constant @c(1.0 : f32) : f32\nllvm.func @g() {\n"
+                                 "  llvm.return\n}")
+        assert splittable(module)
