@@ -112,8 +112,10 @@ NOTHING_SELECTED = ("the selection matches no instruction of this model (check o
 
 
 def _in_halves(build: Build, backend: dict, module: ir.Module) -> bool:
-    """Two processes pay when there are two cores, the model's optimized backend, and a fresh module."""
+    """Two processes pay when there are two cores, the model's optimized backend, and a fresh module.
+    They fork: only from a process running no other thread (which might hold a lock the child needs)."""
     return (not build.is_program and backend["ir_opt"] and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
+            and threading.active_count() == 1
             and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
             and not is_instrumented(module) and splittable(module))
 

@@ -8,10 +8,11 @@ other half into declarations, and translates, optimizes and compiles its own mod
 links both. Every function is instrumented exactly as one process would do it (same sites, same
 unit ids): only which object file holds it differs (tests/test_instrument_parts.py).
 
-The MLIR context must not have started threads (`Context.enable_multithreading(False)` before
-parsing): a forked child has only the forking thread. The child prints nothing and reports through
-a pipe, so that locks held by other threads of the parent at the fork (a progress display) cannot
-hang it.
+A forked child has only the forking thread, and a lock another thread held at the fork stays
+locked in it forever. So the fork happens only in a process with no other Python thread
+(instrument.py), the MLIR context never starts its thread pool (`enable_multithreading(False)`
+before parsing), the child starts no thread itself (one tool after the other), prints nothing, and
+reports through a pipe.
 """
 
 from __future__ import annotations
@@ -135,9 +136,14 @@ def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, o
         os.waitpid(pid, 0)
         os.close(reader)
         raise
-    with os.fdopen(reader) as handle:
-        text = handle.read()
-    os.waitpid(pid, 0)
+    try:
+        with os.fdopen(reader) as handle:
+            text = handle.read()
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.waitpid(pid, 0)
     theirs = json.loads(text) if text else {"error": "the instrumenting child process died"}
     if "error" in theirs:
         raise BuildError(f"instrumenting the first half of the functions failed: {theirs['error']}")

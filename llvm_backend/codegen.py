@@ -246,6 +246,8 @@ def compile_parts(parts: list[Path], opt_level: int, target_cpu: str | None, col
         llc(bc, bc.with_suffix(".o"), level, target_cpu)
         return bc.with_suffix(".o")
 
+    if jobs == 1:  # no thread at all (a forked child must not start any: instrument_parts.py)
+        return [codegen(piece) for part in parts for piece in optimize(part)]
     with ThreadPoolExecutor(min(len(parts), jobs)) as pool:
         pieces = [piece for pieces in pool.map(optimize, parts) for piece in pieces]
     # Longest first (-O2 takes about 3x the time of -O0 per byte of bitcode).

@@ -4,6 +4,9 @@ process: the same sites, units and functions, and a campaign on it gives the sam
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -29,16 +32,43 @@ def _functions(text: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-    """The LeNet example instrumented in two processes and in one (two copies of one build)."""
+    """The LeNet example instrumented in two processes (in a fresh interpreter: halves fork only from
+    a process without other threads, and a test session may have some) and in one."""
     root = tmp_path_factory.mktemp("halves")
     out = {}
-    for name, halves in (("halves", True), ("one", False)):
+    for name in ("halves", "one"):
         build = compile_onnx(EXAMPLES / "lenet_fmnist" / "model.onnx", root / name)
-        with pytest.MonkeyPatch.context() as patch:
-            if not halves:
+        if name == "halves":
+            script = ("import sys; from pathlib import Path; from lltfi_mlir.build import Build; "
+                      "from lltfi_mlir.instrument import instrument_build; "
+                      "from lltfi_mlir.dialect_passes.sites import SiteSelector; "
+                      "instrument_build(Build(Path(sys.argv[1])), SiteSelector())")
+            subprocess.run([sys.executable, "-c", script, str(build.directory)], check=True)
+            out[name] = instrument.instrument_build(build, SiteSelector())  # cached: read back
+        else:
+            with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(instrument, "_in_halves", lambda *args: False)
-            out[name] = instrument.instrument_build(build, SiteSelector())
+                out[name] = instrument.instrument_build(build, SiteSelector())
     return out
+
+
+def test_halves_only_from_a_process_without_other_threads(builds):
+    from lltfi_mlir.build import Build
+
+    built = builds["halves"]
+    with ir.Context():
+        module = ir.Module.parse(built.ir_text())
+        plain = ir.Module.parse((built.build.directory / "model.llvm.mlir").read_text())
+        backend = {"ir_opt": True}
+        assert not instrument._in_halves(Build(built.build.directory), backend, module)  # instrumented
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)
+        other.start()
+        try:
+            assert not instrument._in_halves(Build(built.build.directory), backend, plain)
+        finally:
+            stop.set()
+            other.join()
 
 
 def test_the_example_is_built_in_halves(builds):
