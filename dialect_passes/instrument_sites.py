@@ -40,6 +40,7 @@ The result of a second application describes the whole module (all sites, units 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -313,6 +314,7 @@ class _Function:
     per_block: dict[ir.Block, list[tuple[ir.Operation, Site]]] = field(default_factory=dict)
     found: dict[ir.Block, set[ir.Block]] = field(default_factory=dict)
     ops: int = 0  # operations before rewriting (how much code there is to copy and compile)
+    candidates: int = 0  # instructions that count in the static instruction index
 
     def users(self, block: ir.Block) -> set[ir.Block]:
         """Blocks using a result of `block`'s ops (computed once per original block)."""
@@ -400,8 +402,10 @@ class InstrumentSitesPass:
             out.append(("main" if fname == "__lltfi_program_main" else fname, fn.operation))  # a C main
         return out
 
-    def _select(self, module: ir.Module, instrumented: bool) -> tuple[list[_Function], int]:
-        """Sites in reverse post-order of each function; a previous application's sites keep their ids."""
+    def _select(self, module: ir.Module, instrumented: bool,
+                only: set[str] | None = None) -> tuple[list[_Function], int]:
+        """Sites in reverse post-order of each function; a previous application's sites keep their ids.
+        `only`: the functions (by symbol) to look at, numbering their sites and instructions from 0."""
         selector = self.selector
         hardened = SID_MARK in module.operation.attributes
         functions: list[_Function] = []
@@ -409,6 +413,8 @@ class InstrumentSitesPass:
         candidates: list[tuple[_Function, ir.Block, ir.Operation, dict, bool, int]] = []
         index = -1
         for fname, fn in self._functions(module):
+            if only is not None and ir.StringAttr(fn.attributes["sym_name"]).value not in only:
+                continue
             region = fn.regions[0]
             cfg = analyze(region)
             reachable = set(cfg.blocks)
@@ -432,6 +438,7 @@ class InstrumentSitesPass:
                             previous = {n.name: ir.IntegerAttr(n.attr).value
                                         for n in ir.DictAttr(op.attributes[SITE_IDS])}
                     index += 1  # the static instruction index (`lltfi-mlir sites`, LLFI's llfiindex)
+                    func.candidates += 1
                     accepted = wanted_fn and (not selector.instructions or index in selector.instructions) \
                         and self._accepts(op, opcode, hardened)
                     candidates.append((func, block, op, previous, accepted, index))
@@ -489,18 +496,39 @@ class InstrumentSitesPass:
             self.finish(module, plan)
         return plan.result
 
-    def plan(self, module: ir.Module, stripped: bool = False) -> Plan:
-        """Select the sites, and choose each function's versioning units (numbered in function order)."""
-        functions, kept = self._select(module, stripped)
+    def plan(self, module: ir.Module, stripped: bool = False, only: set[str] | None = None) -> Plan:
+        """Select the sites, and choose each function's versioning units (numbered in function order).
+        `only`: plan these functions alone, numbering from 0 (`shift` moves the numbers after others')."""
+        functions, kept = self._select(module, stripped, only)
         sites = sorted((s for f in functions for sites in f.per_block.values() for _, s in sites), key=lambda s: s.id)
         plan = Plan(functions, InstrumentResult(changed=True, sites=sites, kept_sites=kept), [], [])
-        if sites:
+        if sites or only is not None:  # a half without sites still takes part in the numbering
             for func in functions:
                 plan.nests.append(self._choose_nests(func, func.users))
                 plan.first_unit.append(plan.units)
                 plan.units += len(plan.nests[-1]) + len(_unnested_site_blocks(func, plan.nests[-1]))
             plan.result.units = [{} for _ in range(plan.units)]  # filled in by `instrument`
         return plan
+
+    def shift(self, plan: Plan, sites: int, units: int, instructions: int) -> None:
+        """Number a plan made with `only` after `sites` sites, `units` units and `instructions`
+        instructions planned elsewhere (in the op attributes too); `plan.units` becomes the total
+        once the caller adds the others' units."""
+        i32 = ir.IntegerType.get_signless(32)
+        for func in plan.functions:
+            for block, entries in func.per_block.items():
+                func.per_block[block] = [(op, dataclasses.replace(site, id=site.id + sites,
+                                                                  instruction=site.instruction + instructions))
+                                         for op, site in entries]
+                for op in {op for op, _ in entries}:
+                    ids = {n.name: ir.IntegerAttr.get(i32, ir.IntegerAttr(n.attr).value + sites)
+                           for n in ir.DictAttr(op.attributes[SITE_IDS])}
+                    op.attributes[SITE_IDS] = ir.DictAttr.get(ids)
+        plan.result.sites = sorted((s for f in plan.functions for entries in f.per_block.values() for _, s in entries),
+                                   key=lambda s: s.id)
+        plan.first_unit = [u + units for u in plan.first_unit]
+        plan.result.units = [{} for _ in range(units)] + plan.result.units
+        plan.units += units
 
     def instrument(self, plan: Plan, indices: Iterable[int]) -> None:
         """Instrument these functions of the plan (in any process: unit ids come from the plan)."""

@@ -27,7 +27,7 @@ from .dialect_passes.instrument_sites import (
 from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .instrument_parts import build_in_halves, merged_module, splittable
+from .instrument_parts import NOTHING_SELECTED, build_in_halves, merged_module, splittable
 from .llvm_backend.codegen import assemble, build_native, link, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
 from .module_file import read_llvm_module
@@ -107,14 +107,12 @@ def _weights_object(build: Build, out: Path) -> Path:
     return weights if weights.exists() else assemble(build.directory / "weights.S", out / "weights.o")
 
 
-NOTHING_SELECTED = ("the selection matches no instruction of this model (check opcodes, operators, node names "
-                    "and layer numbers against the manifest)")
-
-
-def _in_halves(build: Build, backend: dict, module: ir.Module) -> bool:
-    """Two processes pay when there are two cores, the model's optimized backend, and a fresh module.
+def _in_halves(build: Build, backend: dict, module: ir.Module, selector: SiteSelector) -> bool:
+    """Two processes pay when there are two cores, the model's optimized backend, and a fresh module;
+    not when the selection names static instruction indices (each half numbers its own from 0).
     They fork: only from a process running no other thread (which might hold a lock the child needs)."""
     return (not build.is_program and backend["ir_opt"] and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
+            and not selector.instructions
             and threading.active_count() == 1
             and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
             and not is_instrumented(module) and splittable(module))
@@ -170,13 +168,9 @@ def instrument_build(build: Build, selector: SiteSelector, opt_level: int | None
         context.enable_multithreading(False)  # no threads: the halves below fork
         module = read_llvm_module(build.directory, text)
         instrument = InstrumentSitesPass(selector, node_info_from_manifest(build.manifest))
-        if _in_halves(build, backend, module):
+        if _in_halves(build, backend, module, selector):
             with ir.Location.unknown():
-                plan = instrument.plan(module)
-                if not plan.result.sites:
-                    raise UsageError(NOTHING_SELECTED)
-                objects, boundaries, seconds = build_in_halves(module, instrument, plan, out, backend)
-            result = plan.result
+                result, objects, boundaries, seconds = build_in_halves(module, instrument, out, backend)
             seconds["link"] = _link_model(build, out, result, objects)
         else:
             result, boundaries, seconds = _in_one(build, module, instrument, out, backend)

@@ -1,12 +1,14 @@
-"""Instrument a model's functions in two processes, each compiling its own half.
+"""Instrument a model's functions in two processes, each planning and compiling its own half.
 
 Instrumenting is Python (the pass) and then LLVM (translate, opt, llc), one after the other: on
-two cores one core idled while the pass ran. Once the pass has planned the sites and each
-function's unit ids (`InstrumentSitesPass.plan`, in one process), the functions split in two
-halves of about equal work. The process forks; each process instruments its half, turns the
-other half into declarations, and translates, optimizes and compiles its own module; the parent
-links both. Every function is instrumented exactly as one process would do it (same sites, same
-unit ids): only which object file holds it differs (tests/test_instrument_parts.py).
+two cores one core idled while the pass ran. So the functions split in two halves of about equal
+code, and the process forks. Each process plans its half (`InstrumentSitesPass.plan(only=...)`:
+sites, nests, unit ids, numbered from 0); they exchange their counts through a pipe, and the
+second half's sites, units and instruction indices move after the first half's (`shift`). Each
+then instruments its half, turns the other half into declarations, and translates, optimizes and
+compiles its own module; the parent links both. Every function is instrumented exactly as one
+process would do it (same site ids, unit ids and instruction indices): only which object file
+holds it differs (tests/test_instrument_parts.py).
 
 A forked child has only the forking thread, and a lock another thread held at the fork stays
 locked in it forever. So the fork happens only in a process with no other Python thread
@@ -25,12 +27,15 @@ from pathlib import Path
 
 from mlir import ir
 
-from .dialect_passes.instrument_sites import InstrumentSitesPass, Plan
+from .dialect_passes.instrument_sites import InstrumentResult, InstrumentSitesPass, Plan
 from .dialect_passes.node_boundaries import insert_boundaries
-from .errors import BuildError
+from .dialect_passes.sites import Site
+from .errors import BuildError, UsageError
 from .llvm_backend.codegen import compile_parts, rename_locals, translate_module
 
 STEM = "model"
+NOTHING_SELECTED = ("the selection matches no instruction of this model (check opcodes, operators, node names "
+                    "and layer numbers against the manifest)")
 PART_BYTECODE = "model.llvm.part{}.mlirbc"  # each process's module (its half defined, the rest declared)
 
 
@@ -57,10 +62,9 @@ def splittable(module: ir.Module) -> bool:
     return True
 
 
-def split_point(plan: Plan) -> int:
-    """k such that plan.functions[:k] and [k:] hold about the same amount of code, counting a
-    versioned function twice (its cold copies): what the pass and llc spend their time on."""
-    weights = [f.ops * (2 if f.per_block else 1) for f in plan.functions]
+def split_point(weights: list[int]) -> int:
+    """k such that the functions [:k] and [k:] hold about the same amount of code (`weights`: their
+    op counts), which is what the pass and llc spend their time on; 0 < k < len(weights)."""
     total, running = sum(weights), 0
     for k, weight in enumerate(weights[:-1], start=1):
         running += weight
@@ -104,23 +108,53 @@ def _build_half(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, indic
             "seconds": {"translate": translated, "opt+llc": time.perf_counter() - start}}
 
 
-def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, out: Path,
-                    backend: dict) -> tuple[list[Path], int, dict[str, float]]:
-    """Instrument and compile the planned module in two processes; fills plan.result (units and
-    counters) and returns the objects to link, the boundary calls, and seconds per stage."""
-    k = split_point(plan)
-    names = [_name(f.region.owner.operation) for f in plan.functions]
+def _exchange(send: int, receive: int, counts: dict) -> dict:
+    """Tell the other process this half's counts and read its own (small: the pipe never blocks)."""
+    os.write(send, (json.dumps(counts) + "\n").encode())
+    text = b""
+    while not text.endswith(b"\n"):
+        chunk = os.read(receive, 4096)
+        if not chunk:
+            raise BuildError("the other instrumenting process ended before planning its half")
+        text += chunk
+    return json.loads(text)
+
+
+def _counts(plan: Plan) -> dict:
+    return {"sites": len(plan.result.sites), "units": plan.units,
+            "instructions": sum(f.candidates for f in plan.functions)}
+
+
+def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, out: Path,
+                    backend: dict) -> tuple[InstrumentResult, list[Path], int, dict[str, float]]:
+    """Plan, instrument and compile the module in two processes, the first half of the functions
+    in a forked child: each plans its half numbering from 0, they exchange their counts, and the
+    second half's sites, units and instruction indices follow the first half's. Returns the whole
+    result (sites and units), the objects to link, the boundary calls, and seconds per stage."""
+    functions = [fn for _, fn in pass_._functions(module)]
+    names = [_name(fn) for fn in functions]
+    k = split_point([sum(len(b.operations) for b in fn.regions[0].blocks) for fn in functions])
     planned = set(names)
     # The first half also keeps what the pass does not instrument (C interface wrappers, the runtime).
     first = set(names[:k]) | {_name(fn) for fn in _defined_functions(module) if _name(fn) not in planned}
     second = set(names[k:])
-    reader, writer = os.pipe()
+    parent_reads, child_writes = os.pipe()  # the counts, each way
+    child_reads, parent_writes = os.pipe()
+    reader, writer = os.pipe()  # the child's report
     pid = os.fork()
     if pid == 0:  # the child: the first half
-        os.close(reader)
+        for fd in (parent_reads, parent_writes, reader):  # so that either side sees the other end
+            os.close(fd)
         status = 1
         try:
-            report = _build_half(module, pass_, plan, range(0, k), first, out, 0, backend)
+            plan = pass_.plan(module, only=set(names[:k]))
+            theirs = _exchange(child_writes, child_reads, _counts(plan))
+            plan.units += theirs["units"]
+            plan.result.units += [{} for _ in range(theirs["units"])]
+            report = {}
+            if plan.result.sites or theirs["sites"]:
+                report = _build_half(module, pass_, plan, range(len(plan.functions)), first, out, 0, backend)
+            report["sites"] = [site.row() for site in plan.result.sites]
             status = 0
         except BaseException as exc:  # reported to the parent, never printed here
             report = {"error": f"{type(exc).__name__}: {exc}"}
@@ -128,15 +162,15 @@ def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, o
             with os.fdopen(writer, "w") as handle:
                 json.dump(report, handle)
             os._exit(status)
-    os.close(writer)
+    for fd in (child_reads, child_writes, writer):
+        os.close(fd)
     try:
-        mine = _build_half(module, pass_, plan, range(k, len(plan.functions)), second, out, 1, backend)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(reader)
-        raise
-    try:
+        plan = pass_.plan(module, only=second)
+        theirs = _exchange(parent_writes, parent_reads, _counts(plan))
+        pass_.shift(plan, theirs["sites"], theirs["units"], theirs["instructions"])
+        if not plan.result.sites and not theirs["sites"]:
+            raise UsageError(NOTHING_SELECTED)
+        mine = _build_half(module, pass_, plan, range(len(plan.functions)), second, out, 1, backend)
         with os.fdopen(reader) as handle:
             text = handle.read()
     except BaseException:
@@ -144,19 +178,22 @@ def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, o
         raise
     finally:
         os.waitpid(pid, 0)
-    theirs = json.loads(text) if text else {"error": "the instrumenting child process died"}
-    if "error" in theirs:
-        raise BuildError(f"instrumenting the first half of the functions failed: {theirs['error']}")
+        for fd in (parent_reads, parent_writes):
+            os.close(fd)
+    report = json.loads(text) if text else {"error": "the instrumenting child process died"}
+    if "error" in report:
+        raise BuildError(f"instrumenting the first half of the functions failed: {report['error']}")
     result = plan.result
-    for unit, sites in theirs["units"].items():
+    result.sites = [Site(**row) for row in report["sites"]] + result.sites
+    for unit, sites in report["units"].items():
         result.units[int(unit)] = {int(site): count for site, count in sites.items()}
-    result.versioned_blocks += theirs["counts"][0]
-    result.inline_blocks += theirs["counts"][1]
-    result.versioned_nests += theirs["counts"][2]
-    seconds = {stage: max(mine["seconds"][stage], theirs["seconds"][stage]) for stage in mine["seconds"]}
+    result.versioned_blocks += report["counts"][0]
+    result.inline_blocks += report["counts"][1]
+    result.versioned_nests += report["counts"][2]
+    seconds = {stage: max(mine["seconds"][stage], report["seconds"][stage]) for stage in mine["seconds"]}
     seconds["halves"] = 2
-    objects = [Path(o) for o in theirs["objects"]] + [Path(o) for o in mine["objects"]]
-    return objects, theirs["boundaries"] + mine["boundaries"], seconds
+    objects = [Path(o) for o in report["objects"]] + [Path(o) for o in mine["objects"]]
+    return result, objects, report["boundaries"] + mine["boundaries"], seconds
 
 
 def merged_module(directory: Path) -> ir.Module:

@@ -60,12 +60,15 @@ def test_halves_only_from_a_process_without_other_threads(builds):
         module = ir.Module.parse(built.ir_text())
         plain = ir.Module.parse((built.build.directory / "model.llvm.mlir").read_text())
         backend = {"ir_opt": True}
-        assert not instrument._in_halves(Build(built.build.directory), backend, module)  # instrumented
+        assert not instrument._in_halves(Build(built.build.directory), backend, module, SiteSelector())  # instrumented
+        # Static instruction indices are numbered across the whole module: one process.
+        assert not instrument._in_halves(Build(built.build.directory), backend, plain,
+                                         SiteSelector(instructions=frozenset({3})))
         stop = threading.Event()
         other = threading.Thread(target=stop.wait)
         other.start()
         try:
-            assert not instrument._in_halves(Build(built.build.directory), backend, plain)
+            assert not instrument._in_halves(Build(built.build.directory), backend, plain, SiteSelector())
         finally:
             stop.set()
             other.join()
@@ -100,14 +103,8 @@ def test_campaign_rows_are_the_same(builds, tmp_path):
 
 
 def test_split_point_balances_code():
-    class F:
-        def __init__(self, ops: int, sites: bool) -> None:
-            self.ops, self.per_block = ops, {0: [1]} if sites else {}
-
-    class P:
-        functions = [F(10, True), F(10, True), F(5, False), F(30, True)]
-
-    assert split_point(P()) == 3  # 20 + 20 + 5 against 60: the big function alone
+    assert split_point([20, 20, 5, 60]) == 3  # 45 against 60: the big function alone
+    assert split_point([100, 1, 1]) == 1 and split_point([1, 1, 100]) == 2  # never an empty half
 
 
 def test_a_local_function_keeps_the_module_whole():
@@ -120,3 +117,23 @@ def test_a_local_function_keeps_the_module_whole():
         module = ir.Module.parse("llvm.mlir.global private constant @c(1.0 : f32) : f32\nllvm.func @g() {\n"
                                  "  llvm.return\n}")
         assert splittable(module)
+
+
+@pytest.mark.parametrize("operator", ["Conv", "Gemm"])
+def test_a_selection_in_one_half_only(builds, operator):
+    """Sites in one half only (Conv early, Gemm late): the other half still numbers after them."""
+    selector = SiteSelector(operators=frozenset({operator}))
+    script = ("import sys; from pathlib import Path; from lltfi_mlir.build import Build; "
+              "from lltfi_mlir.instrument import instrument_build; "
+              "from lltfi_mlir.dialect_passes.sites import SiteSelector; "
+              "instrument_build(Build(Path(sys.argv[1])), SiteSelector(operators=frozenset({sys.argv[2]})))")
+    directory = builds["halves"].build.directory
+    subprocess.run([sys.executable, "-c", script, str(directory), operator], check=True)
+    halves = instrument.instrument_build(builds["halves"].build, selector)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(instrument, "_in_halves", lambda *args: False)
+        one = instrument.instrument_build(builds["one"].build, selector)
+    assert (halves.directory / "model.llvm.part1.mlirbc").exists()
+    assert halves.sites and {s.op_type for s in halves.sites} == {operator}
+    assert (halves.sites, halves.units) == (one.sites, one.units)
+    assert _functions(halves.ir_text()) == _functions(one.ir_text())
