@@ -27,7 +27,7 @@ from .dialect_passes.instrument_sites import (
 from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site, SiteSelector
 from .errors import UsageError
-from .instrument_parts import NOTHING_SELECTED, build_in_halves, merged_module, splittable
+from .instrument_parts import NOTHING_SELECTED, build_in_halves, merged_module, safe_to_fork, splittable
 from .llvm_backend.codegen import assemble, build_native, link, runtime_digest, translate_module
 from .llvm_backend.glue import generate_glue, generate_program_glue
 from .module_file import read_llvm_module
@@ -112,8 +112,7 @@ def _in_halves(build: Build, backend: dict, module: ir.Module, selector: SiteSel
     not when the selection names static instruction indices (each half numbers its own from 0).
     They fork: only from a process running no other thread (which might hold a lock the child needs)."""
     return (not build.is_program and backend["ir_opt"] and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
-            and not selector.instructions
-            and threading.active_count() == 1
+            and not selector.instructions and safe_to_fork()
             and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
             and not is_instrumented(module) and splittable(module))
 

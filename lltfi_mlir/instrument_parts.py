@@ -11,17 +11,20 @@ process would do it (same site ids, unit ids and instruction indices): only whic
 holds it differs (tests/test_instrument_parts.py).
 
 A forked child has only the forking thread, and a lock another thread held at the fork stays
-locked in it forever. So the fork happens only in a process with no other Python thread
-(instrument.py), the MLIR context never starts its thread pool (`enable_multithreading(False)`
-before parsing), the child starts no thread itself (one tool after the other), prints nothing, and
-reports through a pipe.
+locked in it forever. So the fork happens only in a process that runs no other Python thread
+(`safe_to_fork`); this module's MLIR context never starts its thread pool
+(`enable_multithreading(False)` before parsing); and the child collects no garbage (destroying an
+earlier context there waits for its pool's threads, which the child does not have), starts no
+thread itself (one tool after the other), prints nothing, and reports through pipes.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +40,16 @@ STEM = "model"
 NOTHING_SELECTED = ("the selection matches no instruction of this model (check opcodes, operators, node names "
                     "and layer numbers against the manifest)")
 PART_BYTECODE = "model.llvm.part{}.mlirbc"  # each process's module (its half defined, the rest declared)
+
+
+def safe_to_fork() -> bool:
+    """True if no other Python thread runs (one might hold a lock the child needs: a test session's
+    helper thread once hung a child). Native threads are left alone: OpenBLAS's wait idle and
+    glibc's malloc survives a fork; the LLVM thread pool of an earlier MLIR context is harmless as
+    long as nothing destroys that context in the child, so garbage is collected here, before the
+    fork, and never in the child (a child that did waited for the pool's threads forever)."""
+    gc.collect()
+    return threading.active_count() == 1
 
 
 def _defined_functions(module: ir.Module) -> list[ir.Operation]:
@@ -143,6 +156,7 @@ def build_in_halves(module: ir.Module, pass_: InstrumentSitesPass, out: Path,
     reader, writer = os.pipe()  # the child's report
     pid = os.fork()
     if pid == 0:  # the child: the first half
+        gc.disable()  # it ends with os._exit: nothing needs collecting, and nothing may be destroyed
         for fd in (parent_reads, parent_writes, reader):  # so that either side sees the other end
             os.close(fd)
         status = 1
