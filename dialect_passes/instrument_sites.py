@@ -722,7 +722,7 @@ def _chain_input(value: ir.Value) -> ir.Value:
     return value
 
 
-def _drop_blocks(module: ir.Module, blocks: list[ir.Block]) -> None:
+def drop_blocks(module: ir.Module, blocks: list[ir.Block]) -> None:
     """Erase blocks (the bindings cannot): move them into a scratch op and erase that."""
     if not blocks:
         return
@@ -741,8 +741,7 @@ def is_instrumented(module: ir.Module) -> bool:
 
 def _strip(module: ir.Module) -> bool:
     """Undo a previous application in place; site ops keep their `lltfi.sites` ids. True if any."""
-    table = ir.SymbolTable(module.operation)
-    if REMAINING not in table and UNIT_COUNTS not in table:  # never instrumented
+    if not is_instrumented(module):
         return False
     stripped = False
     for fn in module.body.operations:
@@ -766,7 +765,7 @@ def _strip(module: ir.Module) -> bool:
         live = {b: b for b in cfg.blocks}  # handles owned by the function: a successor's dies with its branch
         merges = [(live[b], live[f]) for b, f in merges
                   if b in live and len(cfg.preds[live[f]]) == 1 and not len(live[f].arguments)]
-        _drop_blocks(module, [b for b in region.blocks if b not in live])  # the cold copies
+        drop_blocks(module, [b for b in region.blocks if b not in live])  # the cold copies
         for block in region.blocks:
             inserted = [op.operation for op in block.operations if INSERTED in op.operation.attributes]
             for op in inserted:
@@ -780,7 +779,7 @@ def _strip(module: ir.Module) -> bool:
             _terminator_of(block).erase()
             for op in list(fast.operations):
                 block.append(op.operation)
-        _drop_blocks(module, [fast for _, fast in merges])
+        drop_blocks(module, [fast for _, fast in merges])
     return stripped
 
 

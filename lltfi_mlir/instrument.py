@@ -112,9 +112,8 @@ def _in_halves(build: Build, backend: dict, module: ir.Module, selector: SiteSel
     not when the selection names static instruction indices (each half numbers its own from 0).
     They fork: only from a process running no other thread (which might hold a lock the child needs)."""
     return (not build.is_program and backend["ir_opt"] and (os.cpu_count() or 1) >= 2 and hasattr(os, "fork")
-            and not selector.instructions and safe_to_fork()
-            and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
-            and not is_instrumented(module) and splittable(module))
+            and not selector.instructions and os.environ.get("LLTFI_INSTRUMENT_HALVES", "1") != "0"
+            and not is_instrumented(module) and splittable(module) and safe_to_fork())
 
 
 def _in_one(build: Build, module: ir.Module, instrument: InstrumentSitesPass, out: Path,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from mlir import ir
 
-from .dialect_passes.instrument_sites import InstrumentResult, InstrumentSitesPass, Plan
+from .dialect_passes.instrument_sites import InstrumentResult, InstrumentSitesPass, Plan, drop_blocks
 from .dialect_passes.node_boundaries import insert_boundaries
 from .dialect_passes.sites import Site
 from .errors import BuildError, UsageError
@@ -87,14 +87,9 @@ def split_point(weights: list[int]) -> int:
 
 
 def _keep_only(module: ir.Module, owned: set[str]) -> None:
-    """Every function not in `owned` becomes a declaration (its blocks go with a scratch op)."""
-    with ir.InsertionPoint.at_block_begin(module.body):
-        scratch = ir.Operation.create("builtin.module", regions=1)
-    for fn in _defined_functions(module):
-        if _name(fn) not in owned:
-            for block in list(fn.regions[0].blocks):
-                block.append_to(scratch.regions[0])
-    scratch.erase()
+    """Every function not in `owned` becomes a declaration."""
+    drop_blocks(module, [block for fn in _defined_functions(module) if _name(fn) not in owned
+                         for block in fn.regions[0].blocks])
 
 
 def _build_half(module: ir.Module, pass_: InstrumentSitesPass, plan: Plan, indices: range, owned: set[str],

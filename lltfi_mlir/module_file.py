@@ -21,19 +21,18 @@ def _bytecode_path(directory: Path, text: bytes) -> Path:
     return directory / f"{STEM}.llvm.{hashlib.sha256(text).hexdigest()[:16]}.mlirbc"
 
 
-def write_llvm_module(module: ir.Module, directory: Path, bytecode: bool = True) -> Path:
+def write_llvm_module(module: ir.Module, directory: Path) -> Path:
     """Prints the module (with locations) to `model.llvm.mlir`, and its bytecode copy beside it."""
     path = directory / f"{STEM}.llvm.mlir"
     with open(path, "w") as handle:
         module.operation.print(file=handle, enable_debug_info=True)
-    if bytecode:
-        for stale in directory.glob(f"{STEM}.llvm.*.mlirbc"):
-            stale.unlink()
-        target = _bytecode_path(directory, path.read_bytes())
-        staged = target.with_suffix(".tmp")
-        with open(staged, "wb") as handle:
-            module.operation.write_bytecode(handle)
-        staged.replace(target)
+    for stale in directory.glob(f"{STEM}.llvm.*.mlirbc"):
+        stale.unlink()
+    target = _bytecode_path(directory, path.read_bytes())
+    staged = target.with_suffix(".tmp")
+    with open(staged, "wb") as handle:
+        module.operation.write_bytecode(handle)
+    staged.replace(target)
     return path
 
 

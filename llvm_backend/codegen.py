@@ -76,10 +76,10 @@ def split_cold(bc: Path) -> tuple[Path, Path | None]:
     """The module without its outlined cold functions, and those functions (None if there are none).
 
     An instrumented build is mostly cold copies: the loop nests again, with a hook call per site,
-    run only for the one unit entry that holds a trial's target. Compiled with llc -O0 (fast
-    instruction selection and register allocation) they cost a third of what -O2 takes (DenseNet-121:
-    11.6 -> 7.8 s of opt and llc); the code computes the same IEEE results at any level, and a unit
-    entry is a tiny part of an inference, so trials hardly notice the slower code."""
+    run only for the one unit entry that holds a trial's target. Compiled apart with llc -O0 (fast
+    instruction selection and register allocation), one DenseNet-121 part took 7.8-9.6 s of opt and
+    llc against 10.8 s at -O2 throughout; the code computes the same IEEE results at any level, and
+    a unit entry is 0.03-0.05% of an inference on average, so trials do not notice the slower code."""
     hot, cold = bc.with_suffix(".hot.bc"), bc.with_suffix(".cold.bc")
     proc = subprocess.run([tool_path("llvm-extract"), f"--rfunc={COLD_FUNCTIONS}", str(bc), "-o", str(cold)],
                           capture_output=True, text=True)
@@ -92,6 +92,7 @@ def split_cold(bc: Path) -> tuple[Path, Path | None]:
     return hot, cold
 
 
+@functools.cache
 def host_triple() -> str:
     proc = run_tool([tool_path("llc"), "--version"], "llc --version")
     for line in proc.stdout.splitlines():
@@ -194,14 +195,14 @@ def split_functions(text: str, parts: int) -> list[str] | None:
     if len(definitions) < parts or re.search(rf"^@\S+ = (?:{'|'.join(_LOCAL)}) (?!(?:unnamed_addr )?constant )",
                                              rest, re.M):
         return None
+    if _local_names(rest) and 'c"' in text:
+        return None  # a string could hold a name that rename_locals would change
     loads = [0] * parts
     members: list[list[tuple[int, int, re.Match]]] = [[] for _ in range(parts)]
     for definition in sorted(definitions, key=lambda d: d[1] - d[0], reverse=True):
         lightest = loads.index(min(loads))
         loads[lightest] += definition[1] - definition[0]
         members[lightest].append(definition)
-    if _local_names(rest) and 'c"' in text:
-        return None  # a string could hold a name
     out = []
     for k, mine in enumerate(members):
         own = {d[2].group(2) for d in mine}
