@@ -80,6 +80,15 @@ CONVS = {
     "conv3d": (2, 5, 6, 3, 1, 1, (1, 1), 1, True, 3),
     # 1.2 MB of input, 4 KB of weights: output-channel blocks inside the output rows
     "channel_blocks_inside": (8, 14, 190, 3, 1, 1, (1, 1), 1, True, 2),
+    # Pointwise planes flattened to one row: 169 columns as two chunks of 64 and a remainder of 41;
+    # padded (the plane is the padded input); 500 KB of input (chunks are the rows); grouped; a
+    # row width that is a multiple of 8 and a stride keep the row-by-row path.
+    "pointwise_13x13_chunks": (24, 20, 13, 1, 1, 1, (0, 0), 1, True, 2),
+    "pointwise_padded": (5, 9, 7, 1, 1, 1, (1, 1), 1, False, 2),
+    "pointwise_chunks_as_rows": (200, 10, 25, 1, 1, 1, (0, 0), 1, True, 2),
+    "pointwise_grouped": (12, 8, 11, 1, 1, 1, (0, 0), 4, True, 2),
+    "pointwise_16_wide": (6, 7, 16, 1, 1, 1, (0, 0), 1, True, 2),
+    "pointwise_stride2": (6, 7, 15, 1, 2, 1, (0, 0), 1, True, 2),
 }
 
 
@@ -100,6 +109,60 @@ def test_conv_bit_identical_and_matches_onnxruntime(name, tmp_path):
     got = optimized.run([x])
     assert bits(got) == bits(reference.run([x]))
     np.testing.assert_allclose(got[0], ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def pool_model(op: str, c: int, hw: int, rank: int = 2, **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], name="pool", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                            [1, c] + [hw] * rank)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+# Pooling windows as vector loops: strides (shuffled loads), pads, ceil_mode, dilation, 1-D and
+# 3-D, AveragePool's divisor rules; a 1-wide output row keeps the scalar generic.
+POOLS = {
+    "max_3x3_s2_ceil": ("MaxPool", 5, 28, 2, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    "max_3x3_s1_pad1": ("MaxPool", 4, 14, 2, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    "max_2x2_s2": ("MaxPool", 3, 20, 2, dict(kernel_shape=[2, 2], strides=[2, 2])),
+    "max_dilated": ("MaxPool", 2, 19, 2, dict(kernel_shape=[3, 2], dilations=[2, 3], pads=[0, 1, 2, 0])),
+    "max_1d": ("MaxPool", 3, 37, 1, dict(kernel_shape=[4], strides=[3], pads=[1, 2])),
+    "max_3d": ("MaxPool", 2, 9, 3, dict(kernel_shape=[2, 3, 2], strides=[1, 2, 1])),
+    "max_one_column": ("MaxPool", 3, 5, 2, dict(kernel_shape=[5, 5])),
+    "avg_3x3_pad_excluded": ("AveragePool", 4, 13, 2, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
+    "avg_3x3_pad_included": ("AveragePool", 4, 13, 2, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                                           count_include_pad=1)),
+    "avg_2x2_s2": ("AveragePool", 6, 28, 2, dict(kernel_shape=[2, 2], strides=[2, 2])),
+    "avg_ceil": ("AveragePool", 3, 17, 2, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POOLS))
+def test_pool_bit_identical_and_matches_onnxruntime(name, tmp_path):
+    op, c, hw, rank, attrs = POOLS[name]
+    model = pool_model(op, c, hw, rank, **attrs)
+    optimized, reference = both_builds(model, tmp_path)
+    x = RNG.standard_normal((1, c) + (hw,) * rank).astype(np.float32)
+    x.flat[::23] = -0.0
+    x.flat[5::29] = 0.0
+    got = optimized.run([x])
+    assert bits(got) == bits(reference.run([x]))
+    np.testing.assert_allclose(got[0], ort_run(model, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    vectorized = "vector<" in (tmp_path / "optimized" / "model.llvm.mlir").read_text()
+    assert vectorized == (name != "max_one_column")
+
+
+def test_maxpool_special_values_bit_identical(tmp_path):
+    """NaN propagates and -0 < +0 in both builds (maximumf), whatever the lanes."""
+    model = pool_model("MaxPool", 3, 16, 2, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    optimized, reference = both_builds(model, tmp_path)
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    x.flat[::7] = np.nan
+    x.flat[3::11] = np.inf
+    x.flat[5::13] = -np.inf
+    x.flat[1::5] = -0.0
+    x.flat[2::9] = 0.0
+    assert bits(optimized.run([x])) == bits(reference.run([x]))
 
 
 def gemm_model(m, k, n, trans_a, trans_b, alpha, beta, const_b, with_c) -> onnx.ModelProto:
@@ -257,6 +320,25 @@ def test_conv_clip_fused_bit_identical(bounds, tmp_path):
     assert "@node_0(" in ir_text and "@node_1(" not in ir_text and 'loc("relu6")' in ir_text  # inside the Conv
 
 
+def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
+    """A 1x1 Conv on a 9x9 plane: one chunk of 64 columns and a remainder of 17."""
+    path = tmp_path / "pointwise.onnx"
+    onnx.save(conv_model(1, 2, 9, 1, 1, 1, (0, 0), 1, True), path)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 9, 9)).astype(np.float32))
+    return path, tmp_path / "inputs"
+
+
+def _tiny_pool(op: str, **attrs):
+    def make(tmp_path: Path) -> tuple[Path, Path]:
+        path = tmp_path / "pool.onnx"
+        onnx.save(pool_model(op, 1, 9, **attrs), path)
+        (tmp_path / "inputs").mkdir()
+        np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 9, 9)).astype(np.float32))
+        return path, tmp_path / "inputs"
+    return make
+
+
 def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     path = tmp_path / "gemm.onnx"
     onnx.save(gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), path)
@@ -265,7 +347,10 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "inputs"
 
 
-@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip], ids=["gemm", "conv", "conv_clip"])
+@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise,
+                                  _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
+                                  _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
+                         ids=["gemm", "conv", "conv_clip", "pointwise", "maxpool", "avgpool"])
 def test_exhaustive_outcomes_identical(make, tmp_path):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""

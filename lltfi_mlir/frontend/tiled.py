@@ -7,7 +7,8 @@ lexicographic order as the reference `linalg.generic` (c, k_0, k_1, ...). Each o
 therefore computed by exactly the scalar operations of the reference build, in the same order and
 with the same operand order: one vector lane of one `fmul`/`fadd` is one scalar instance of the
 reference, so outputs are bit-identical and fault sites map one to one (lanes are counted as
-instances by the instrumentation). No FMA, no reassociation.
+instances by the instrumentation). No FMA, no reassociation. A pooling window is the same nest with
+one row and no scalar operand: `out[outer, col] = combine(...combine(init, v(r_0, col))..., v(r_n, col))`.
 
 Accumulators live in entry-block `alloca`s (promoted to registers by LLVM's mem2reg/SROA), so the
 emitted loops carry no SSA values across their exits: every tile's reduction nest can be cloned
@@ -58,7 +59,8 @@ class Contraction:
     cols: int
     reduction: Sequence[int]
     load_vector: Callable[[Values, Values, ir.Value, int], ir.Value]   # (outer, red, col0, width)
-    load_scalar: Callable[[Values, Values, ir.Value], ir.Value]        # (outer, red, row)
+    # (outer, red, row); None for a window reduction (pooling): `step(acc, None, vec)`, one row
+    load_scalar: Callable[[Values, Values, ir.Value], ir.Value] | None
     load_init: Callable[[Values, ir.Value, ir.Value, int], ir.Value]   # (outer, row, col0, width)
     store: Callable[[Values, ir.Value, ir.Value, ir.Value], None]      # (outer, row, col0, vec)
     step: Callable[[ir.Value, ir.Value, ir.Value], ir.Value]           # (acc, broadcast, vec)
@@ -151,6 +153,7 @@ def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolic
     """Emit the loop nest of `c` at the current insertion point."""
     tile_rows, tile_vectors = policy.shape(c.rows, c.cols)
     assert not c.columns_outside or c.row_at == len(c.outer), "columns outside rows: rows must be innermost"
+    assert c.load_scalar is not None or c.rows == 1, "a window reduction has one row"
     col_block = tile_vectors * policy.lanes
 
     def outer_loops(level: int, ivs: Values, row: tuple[ir.Value, int] | None) -> None:
@@ -214,8 +217,10 @@ def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolic
                 r = red + [index(u)] if unrolled > 1 else red
                 vecs = [c.load_vector(ivs, r, col, w) for col, w in zip(cols, widths)]
                 for i, row in enumerate(rows):
-                    scalar = c.load_scalar(ivs, r, row)
-                    splats = {w: vector.broadcast(vector_type(w), scalar) for w in sorted(set(widths))}
+                    splats = dict.fromkeys(widths)
+                    if c.load_scalar is not None:
+                        scalar = c.load_scalar(ivs, r, row)
+                        splats = {w: vector.broadcast(vector_type(w), scalar) for w in sorted(set(widths))}
                     for j, w in enumerate(widths):
                         values[i][j] = c.step(values[i][j], splats[w], vecs[j])
             for row_accs, row_values in zip(accs, values):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from mlir.dialects import arith
+from mlir import ir
+from mlir.dialects import arith, vector
 
 from .. import builders as b
 from .. import scalars as sc
+from .. import tiled
 from ..importer import Importer, handler
 from .windows import explicit_auto_pad, explicit_pads, extra_high, window_attrs
 
@@ -31,6 +33,42 @@ def _window_reduce(x, out_shape, kernel, strides, dilations, init_value, combine
     return b.generic([x, window], [x_map, w_map], b.fill(out_shape, init_value, b.elem_of(x)), out_map,
                      [b.PARALLEL] * (2 + rank) + [b.REDUCTION] * rank,
                      lambda xv, _w, acc: combine(acc, xv))
+
+
+def _tiled_window_reduce(imp: Importer, x, out_shape, kernel, strides, dilations, init_value: float, combine):
+    """The reference's window reduction as vector loops over the last output dim (`--codegen optimized`):
+    each output element still starts at `init_value` and combines the window in (k_0, ..., k_{r-1})
+    order with the accumulator first, so every lane is one reference instance. The reference's scalar
+    `maximumf` loops compile to a branch per element (signed zeros), 4 ms of SqueezeNet's 27."""
+    rank = len(kernel)
+    xb = tiled.as_buffer(x)
+    out = tiled.new_buffer(out_shape)
+
+    def load_vector(ivs, red, col0, width):
+        spatial = [tiled.add(tiled.mul(ivs[2 + i], strides[i]), tiled.mul(red[i], dilations[i]))
+                   for i in range(rank - 1)]
+        last = tiled.add(tiled.mul(col0, strides[-1]), tiled.mul(red[-1], dilations[-1]))
+        return tiled.load_strided(xb, ivs[:2] + spatial + [last], width, strides[-1])
+
+    def load_init(ivs, row, col0, width):
+        splat = ir.DenseElementsAttr.get_splat(tiled.vector_type(width), ir.FloatAttr.get(b.f32(), init_value))
+        return arith.ConstantOp(tiled.vector_type(width), splat).result
+
+    def store(ivs, row, col0, vec):
+        vector.store(vec, out, ivs + [col0])
+
+    outer = list(out_shape[:-1])
+    tiled.emit(tiled.Contraction(
+        outer=outer, row_at=len(outer), rows=1, cols=out_shape[-1], reduction=list(kernel),
+        load_vector=load_vector, load_scalar=None, load_init=load_init, store=store,
+        step=lambda acc, _, v: combine(acc, v)), imp.slots, imp.tile_policy)
+    return tiled.as_tensor(out)
+
+
+def _reduce(imp: Importer, x, out_shape, kernel, strides, dilations, init_value: float, combine):
+    if imp.optimized and b.elem_of(x) == b.f32() and out_shape[-1] > 1:
+        return _tiled_window_reduce(imp, x, list(out_shape), kernel, strides, dilations, init_value, combine)
+    return _window_reduce(x, out_shape, kernel, strides, dilations, init_value, combine)
 
 
 def _geometry(imp: Importer, node: onnx.NodeProto):
@@ -70,8 +108,8 @@ def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
     unsigned = imp.unsigned(node.input[0])
     lowest = NEG_INF if b.is_float(elem) else _lowest(elem, unsigned)
     x = b.pad(x, [0, 0] + low, [0, 0] + high, lowest)
-    return [_window_reduce(x, out_shape, kernel, strides, dilations, lowest,
-                           lambda acc, v: sc.maximum(acc, v, unsigned))]
+    combine = arith.maximumf if b.is_float(elem) else (lambda acc, v: sc.maximum(acc, v, unsigned))
+    return [_reduce(imp, x, out_shape, kernel, strides, dilations, lowest, combine)]
 
 
 def _lowest(elem, unsigned: bool) -> int:
@@ -83,7 +121,7 @@ def _lowest(elem, unsigned: bool) -> int:
 def average_pool(imp: Importer, node: onnx.NodeProto) -> list:
     attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
     x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + [h + e for h, e in zip(high, more)], 0.0)
-    total = _window_reduce(x, out_shape, kernel, strides, dilations, 0.0, arith.addf)
+    total = _reduce(imp, x, out_shape, kernel, strides, dilations, 0.0, arith.addf)
     # Which padded positions count towards the divisor.
     spatial = x_shape[2:]
     mask = np.ones(spatial, dtype=np.float64)
