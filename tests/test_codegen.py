@@ -7,6 +7,7 @@ outputs are bit-identical and each vector lane of a fault site is one reference 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -89,7 +90,18 @@ CONVS = {
     "pointwise_grouped": (12, 8, 11, 1, 1, 1, (0, 0), 4, True, 2),
     "pointwise_16_wide": (6, 7, 16, 1, 1, 1, (0, 0), 1, True, 2),
     "pointwise_stride2": (6, 7, 15, 1, 2, 1, (0, 0), 1, True, 2),
+    # Strided rows read from phase copies of the input, except where there is too little work per
+    # column (depthwise: wide loads and shuffles).
+    "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
 }
+
+
+def test_strided_conv_reads_phases_unless_depthwise(tmp_path):
+    for name, phased in (("stride2", True), ("depthwise_stride2", False)):
+        compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
+        text = (tmp_path / name / "model.llvm.mlir").read_text()
+        strided_shuffle = re.search(r"llvm\.shufflevector [^\[]*\[0, 2, 4,", text) is not None
+        assert strided_shuffle != phased, name
 
 
 def test_conv_loop_order_follows_memory_traffic():
@@ -329,6 +341,15 @@ def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "inputs"
 
 
+def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
+    """A 2x2 stride-2 Conv of 16 output channels: it reads phase copies of its input."""
+    path = tmp_path / "strided.onnx"
+    onnx.save(conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), path)
+    (tmp_path / "inputs").mkdir()
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 5, 5)).astype(np.float32))
+    return path, tmp_path / "inputs"
+
+
 def _tiny_pool(op: str, **attrs):
     def make(tmp_path: Path) -> tuple[Path, Path]:
         path = tmp_path / "pool.onnx"
@@ -347,10 +368,10 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     return path, tmp_path / "inputs"
 
 
-@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise,
+@pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise, _tiny_strided,
                                   _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
                                   _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
-                         ids=["gemm", "conv", "conv_clip", "pointwise", "maxpool", "avgpool"])
+                         ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "maxpool", "avgpool"])
 def test_exhaustive_outcomes_identical(make, tmp_path):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""
