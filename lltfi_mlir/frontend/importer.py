@@ -86,7 +86,7 @@ class ImportConfig:
     # Operator-level injection (TensorFI/PyTorchFI style): every element of every node's float output
     # passes through an opaque identity call, `lltfi_op_f32`, whose results are the fault sites.
     op_hooks: bool = False
-    # "optimized": Conv/Gemm/MatMul as register-tiled vector loops (frontend/tiled.py) that perform
+    # "optimized": Conv/Gemm/MatMul/MaxPool/AveragePool as tiled vector loops (frontend/tiled.py) that perform
     # each output element's scalar operations in the reference order; "reference": plain
     # linalg.generic ops lowered to scalar loops, as the paper's tool does.
     codegen: str = "optimized"

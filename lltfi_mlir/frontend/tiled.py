@@ -1,4 +1,4 @@
-"""Register-tiled, vectorized contractions (Conv, Gemm, MatMul) for `--codegen optimized`.
+"""Register-tiled, vectorized contractions (Conv, Gemm, MatMul) and pooling windows for `--codegen optimized`.
 
 A contraction here is `out[outer, row, col] = init + sum_r s(outer, r, row) * v(outer, r, col)`: the
 column dimension (output width for Conv, N for MatMul) is vectorized, a register tile holds
