@@ -81,19 +81,25 @@ CONVS = {
     "conv3d": (2, 5, 6, 3, 1, 1, (1, 1), 1, True, 3),
     # 1.2 MB of input, 4 KB of weights: output-channel blocks inside the output rows
     "channel_blocks_inside": (8, 14, 190, 3, 1, 1, (1, 1), 1, True, 2),
-    # Pointwise planes flattened to one row: 169 columns as two chunks of 64 and a remainder of 41;
-    # padded (the plane is the padded input); 500 KB of input (chunks are the rows); grouped; a
-    # row width that is a multiple of 8 and a stride keep the row-by-row path.
-    "pointwise_13x13_chunks": (24, 20, 13, 1, 1, 1, (0, 0), 1, True, 2),
-    "pointwise_padded": (5, 9, 7, 1, 1, 1, (1, 1), 1, False, 2),
-    "pointwise_chunks_as_rows": (200, 10, 25, 1, 1, 1, (0, 0), 1, True, 2),
-    "pointwise_grouped": (12, 8, 11, 1, 1, 1, (0, 0), 4, True, 2),
+    # Pointwise planes of at most 64 elements run as one row: padded (the plane is the padded input),
+    # grouped; wider planes, a row width that is a multiple of 8 and a stride keep the row-by-row path.
+    "pointwise_padded": (5, 9, 5, 1, 1, 1, (1, 1), 1, False, 2),
+    "pointwise_grouped": (12, 8, 6, 1, 1, 1, (0, 0), 4, True, 2),
+    "pointwise_13x13_rows": (24, 20, 13, 1, 1, 1, (0, 0), 1, True, 2),
     "pointwise_16_wide": (6, 7, 16, 1, 1, 1, (0, 0), 1, True, 2),
     "pointwise_stride2": (6, 7, 15, 1, 2, 1, (0, 0), 1, True, 2),
     # Strided rows read from phase copies of the input, except where there is too little work per
     # column (depthwise: wide loads and shuffles).
     "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
 }
+
+
+def test_small_pointwise_plane_runs_as_one_row(tmp_path):
+    for name, one_row in (("pointwise_7x7", True), ("pointwise_13x13_rows", False)):
+        compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
+        text = (tmp_path / name / "model.linalg.mlir").read_text()
+        row_width = CONVS[name][2] % 8  # the vector of a row's last columns
+        assert (f"vector<{row_width}xf32>" not in text) == one_row, name
 
 
 def test_strided_conv_reads_phases_unless_depthwise(tmp_path):
@@ -333,11 +339,11 @@ def test_conv_clip_fused_bit_identical(bounds, tmp_path):
 
 
 def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
-    """A 1x1 Conv on a 9x9 plane: one chunk of 64 columns and a remainder of 17."""
+    """A 1x1 Conv on a 7x7 plane, run as one row of 49 columns."""
     path = tmp_path / "pointwise.onnx"
-    onnx.save(conv_model(1, 2, 9, 1, 1, 1, (0, 0), 1, True), path)
+    onnx.save(conv_model(1, 2, 7, 1, 1, 1, (0, 0), 1, True), path)
     (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 9, 9)).astype(np.float32))
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 7, 7)).astype(np.float32))
     return path, tmp_path / "inputs"
 
 

@@ -114,41 +114,9 @@ def _channel_blocks_inside(input_bytes: int, weight_bytes: int, output_rows: int
     return inside < outside
 
 
-POINTWISE_CHUNK = 64  # columns per chunk of a flattened pointwise plane: 4 tiles of 16 lanes
-
-
-@dataclass(frozen=True)
-class _Columns:
-    """One emitted nest's view of the output plane: `outer` loops after (n, g), then `cols` vector
-    columns. `last(ivs, col0)` is the plane index of a tile's first column, `rows(ivs)` the other
-    spatial output indices."""
-
-    outer: list[int]
-    cols: int
-    flat: bool
-    base: int = 0
-    chunk: int = 0
-
-    def last(self, ivs: list, col0: ir.Value) -> ir.Value:
-        if not self.flat:
-            return col0
-        start = tiled.add(tiled.mul(ivs[2], self.chunk), col0) if self.chunk else col0
-        return tiled.add(start, self.base)
-
-    def rows(self, ivs: list) -> list:
-        return [] if self.flat else ivs[2:]
-
-
-def _pointwise_segments(plane: int, lanes: int) -> list[_Columns]:
-    """A flattened plane as chunks of POINTWISE_CHUNK columns and one remainder: full vectors, and a
-    chunk of the input stays in cache while every output-channel block uses it."""
-    if plane <= POINTWISE_CHUNK:
-        return [_Columns([], plane, True)]
-    chunks, rest = divmod(plane, POINTWISE_CHUNK)
-    segments = [_Columns([chunks], POINTWISE_CHUNK, True, 0, POINTWISE_CHUNK)]
-    if rest:
-        segments.append(_Columns([], rest, True, chunks * POINTWISE_CHUNK))
-    return segments
+# Columns of a pointwise plane that runs as one row: the largest plane with no second nest for a
+# remainder (which the instrumented build would compile again).
+POINTWISE_PLANE = 64
 
 
 # Products per input column (output channels x input channels of a group) from which a strided Conv
@@ -185,19 +153,17 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     lanes = imp.tile_policy.lanes
     out_spatial = acc_shape[3:]
     pointwise = all(k == 1 for k in b.shape_of(w)[3:]) and all(s == 1 for s in strides)
-    if pointwise and out_spatial[-1] % lanes:
+    if pointwise and out_spatial[-1] % lanes and len(out_spatial) > 1 and math.prod(out_spatial) <= POINTWISE_PLANE:
         # The output plane is the (padded) input plane: one row of H*W columns, so the vector lanes
-        # fill up (a 7x7 plane ran as seven rows of 7 lanes). Each output element keeps its
-        # reduction over c; only which lanes compute it changes.
+        # fill up (a 7x7 plane ran as seven rows of 7 lanes, now as three tiles of 16 and one lane).
+        # Each output element keeps its reduction over c; only which lanes compute it changes.
         plane = math.prod(out_spatial)
         x = b.reshape(x, (n, group, cg, plane))
         w = b.reshape(w, (group, mg, cg, 1))
-        segments = _pointwise_segments(plane, lanes)
         strides, dilations, out_spatial = [1], [1], (plane,)
-    else:
-        segments = [_Columns(list(out_spatial[:-1]), out_spatial[-1], False)]
+    rank = len(out_spatial)
     kernel = b.shape_of(w)[3:]
-    flat_shape = (n, group, mg) + tuple(out_spatial)
+    acc_shape = (n, group, mg) + tuple(out_spatial)
     input_bytes = 4 * cg * math.prod(b.shape_of(x)[3:])
     stride = strides[-1]
     phased = stride > 1 and mg * cg >= PHASES_MIN_PRODUCTS
@@ -205,9 +171,9 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
         x = _phases(x, stride)
     xb, wb = tiled.as_buffer(x), tiled.as_buffer(w)
     bb = tiled.as_buffer(bias) if bias is not None else None
-    out = tiled.new_buffer(flat_shape)
+    out = tiled.new_buffer(acc_shape)
     # With a fused Relu, a traced build also stores the Conv's values (a store: no fault site).
-    pre = tiled.new_buffer(flat_shape) if activation is not None and keep_input else None
+    pre = tiled.new_buffer(acc_shape) if activation is not None and keep_input else None
 
     def load_init(ivs, row, col0, width):
         if bb is None:
@@ -219,41 +185,38 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     def load_scalar(ivs, red, row):
         return memref.load(wb, [ivs[1], row] + red)
 
-    for seg in segments:
-        def load_vector(ivs, red, col0, width, seg=seg):
-            c, k = red[0], red[1:]
-            spatial = [tiled.add(tiled.mul(o, strides[i]), tiled.mul(k[i], dilations[i]))
-                       for i, o in enumerate(seg.rows(ivs))]
-            tap = tiled.mul(k[-1], dilations[-1])
-            if not phased:
-                last = tiled.add(tiled.mul(seg.last(ivs, col0), stride), tap)
-                return tiled.load_strided(xb, [ivs[0], ivs[1], c] + spatial + [last], width, stride)
-            # column col * stride + tap is column col + tap // stride of phase tap % stride
-            phase = arith.remui(tap, tiled.index(stride))
-            last = tiled.add(seg.last(ivs, col0), arith.divui(tap, tiled.index(stride)))
-            return vector.load(tiled.vector_type(width), xb, [ivs[0], ivs[1], c] + spatial + [phase, last])
+    def load_vector(ivs, red, col0, width):
+        c, k = red[0], red[1:]
+        spatial = [tiled.add(tiled.mul(ivs[2 + i], strides[i]), tiled.mul(k[i], dilations[i])) for i in range(rank - 1)]
+        tap = tiled.mul(k[-1], dilations[-1])
+        if not phased:
+            last = tiled.add(tiled.mul(col0, stride), tap)
+            return tiled.load_strided(xb, [ivs[0], ivs[1], c] + spatial + [last], width, stride)
+        # column col * stride + tap is column col + tap // stride of phase tap % stride
+        phase = arith.remui(tap, tiled.index(stride))
+        last = tiled.add(col0, arith.divui(tap, tiled.index(stride)))
+        return vector.load(tiled.vector_type(width), xb, [ivs[0], ivs[1], c] + spatial + [phase, last])
 
-        def store(ivs, row, col0, vec, seg=seg):
-            where = [ivs[0], ivs[1], row] + seg.rows(ivs) + [seg.last(ivs, col0)]
-            if pre is not None:
-                vector.store(vec, pre, where)
-            if activation is not None:  # the Relu's or Clip's own operations, as its reference generic builds them
-                node, bounds = activation
-                with ir.Location.name(node.name):
-                    for op, bound in bounds:
-                        splat = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), bound))
-                        limit = arith.ConstantOp(vec.type, splat).result
-                        vec = arith.maximumf(vec, limit) if op == "maximum" else arith.minimumf(vec, limit)
-            vector.store(vec, out, where)
+    def store(ivs, row, col0, vec):
+        where = [ivs[0], ivs[1], row] + ivs[2:] + [col0]
+        if pre is not None:
+            vector.store(vec, pre, where)
+        if activation is not None:  # the Relu's or Clip's own operations, as its reference generic builds them
+            node, bounds = activation
+            with ir.Location.name(node.name):
+                for op, bound in bounds:
+                    splat = ir.DenseElementsAttr.get_splat(vec.type, ir.FloatAttr.get(b.f32(), bound))
+                    limit = arith.ConstantOp(vec.type, splat).result
+                    vec = arith.maximumf(vec, limit) if op == "maximum" else arith.minimumf(vec, limit)
+        vector.store(vec, out, where)
 
-        outer = [n, group] + seg.outer
-        tile_rows = imp.tile_policy.shape(mg, seg.cols)[0]
-        # Chunks of a flattened plane play the part of output rows.
-        channels_inside = _channel_blocks_inside(input_bytes, 4 * mg * cg * math.prod(kernel),
-                                                 math.prod(seg.outer), -(-mg // tile_rows))
-        tiled.emit(tiled.Contraction(
-            outer=outer, row_at=len(outer) if channels_inside else 2, rows=mg, cols=seg.cols,
-            reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
-            load_init=load_init, store=store,
-            step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
+    outer = [n, group] + list(out_spatial[:-1])
+    tile_rows = imp.tile_policy.shape(mg, out_spatial[-1])[0]
+    channels_inside = _channel_blocks_inside(input_bytes, 4 * mg * cg * math.prod(kernel),
+                                             math.prod(out_spatial[:-1]), -(-mg // tile_rows))
+    tiled.emit(tiled.Contraction(
+        outer=outer, row_at=len(outer) if channels_inside else 2, rows=mg, cols=out_spatial[-1],
+        reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
+        load_init=load_init, store=store,
+        step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
     return tiled.as_tensor(out), tiled.as_tensor(pre) if pre is not None else None
