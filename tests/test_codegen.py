@@ -91,6 +91,8 @@ CONVS = {
     # Strided rows read from phase copies of the input, except where there is too little work per
     # column (depthwise: wide loads and shuffles).
     "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
+    "conv3d_stride2_phased": (4, 5, 7, 3, 2, 1, (1, 1), 1, True, 3),
+    "stride_beyond_kernel": (4, 6, 11, 2, 3, 1, (0, 1), 1, False, 2),
 }
 
 
