@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from native_ab import inference_ms  # benchmarks/, the script's own folder
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 FUNCTION = re.compile(r'\s*llvm\.func (?:\w+ )*@(node_\d+)\(%arg0: [^ ]+ loc\("((?:[^"\\]|\\.)*)"\)')
 SAMPLE = re.compile(r"\s+([0-9.]+)%\s+\[\.\]\s+(\S+)")
-TIME = re.compile(r"time_per_inference_us ([0-9.]+)")
 
 
 def node_names(build: Path) -> dict[str, str]:
@@ -48,11 +48,7 @@ def node_names(build: Path) -> dict[str, str]:
 def ours(build: Path, inputs: Path, repeat: int) -> tuple[float, dict[str, float]]:
     """(ms per inference, ms per node name) of the compiled model."""
     argv = [str(build / "model"), "--input", str(inputs), "--repeat", str(repeat)]
-    timed = subprocess.run(argv + ["--time"], capture_output=True, text=True)
-    found = TIME.search(timed.stdout + timed.stderr)
-    if timed.returncode != 0 or not found:
-        sys.exit(f"error: {argv[0]} failed (exit {timed.returncode}): {timed.stderr.strip()[-300:]}")
-    ms = float(found.group(1)) / 1e3
+    ms = inference_ms(build, inputs, repeat)
     names = node_names(build)
     per_node: dict[str, float] = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp:

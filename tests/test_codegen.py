@@ -301,13 +301,17 @@ def _exhaustive(model_path: Path, inputs: Path, tmp_path: Path, codegen: str):
     return campaign, campaign.run(exhaustive=True, progress=False), _campaign_rows(db)
 
 
-def _tiny_conv(tmp_path: Path) -> tuple[Path, Path]:
-    model = conv_model(2, 3, 5, 3, 1, 1, (0, 0), 1, True)  # 3 x 3 x 3 outputs, 18 products each
-    path = tmp_path / "conv.onnx"
+def _saved(tmp_path: Path, model: onnx.ModelProto, input_shape: tuple[int, ...]) -> tuple[Path, Path]:
+    """The model and one random input set in tmp_path, for a campaign."""
+    path = tmp_path / "model.onnx"
     onnx.save(model, path)
     (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 2, 5, 5)).astype(np.float32))
+    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal(input_shape).astype(np.float32))
     return path, tmp_path / "inputs"
+
+
+def _tiny_conv(tmp_path: Path) -> tuple[Path, Path]:
+    return _saved(tmp_path, conv_model(2, 3, 5, 3, 1, 1, (0, 0), 1, True), (1, 2, 5, 5))  # 27 outputs, 18 products each
 
 
 def with_clip(model: onnx.ModelProto, low: float | None, high: float | None) -> onnx.ModelProto:
@@ -342,38 +346,22 @@ def test_conv_clip_fused_bit_identical(bounds, tmp_path):
 
 def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
     """A 1x1 Conv on a 7x7 plane, run as one row of 49 columns."""
-    path = tmp_path / "pointwise.onnx"
-    onnx.save(conv_model(1, 2, 7, 1, 1, 1, (0, 0), 1, True), path)
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 7, 7)).astype(np.float32))
-    return path, tmp_path / "inputs"
+    return _saved(tmp_path, conv_model(1, 2, 7, 1, 1, 1, (0, 0), 1, True), (1, 1, 7, 7))
 
 
 def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
     """A 2x2 stride-2 Conv of 16 output channels: it reads phase copies of its input."""
-    path = tmp_path / "strided.onnx"
-    onnx.save(conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), path)
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 5, 5)).astype(np.float32))
-    return path, tmp_path / "inputs"
+    return _saved(tmp_path, conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), (1, 1, 5, 5))
 
 
 def _tiny_pool(op: str, **attrs):
     def make(tmp_path: Path) -> tuple[Path, Path]:
-        path = tmp_path / "pool.onnx"
-        onnx.save(pool_model(op, 1, 9, **attrs), path)
-        (tmp_path / "inputs").mkdir()
-        np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((1, 1, 9, 9)).astype(np.float32))
-        return path, tmp_path / "inputs"
+        return _saved(tmp_path, pool_model(op, 1, 9, **attrs), (1, 1, 9, 9))
     return make
 
 
 def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
-    path = tmp_path / "gemm.onnx"
-    onnx.save(gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), path)
-    (tmp_path / "inputs").mkdir()
-    np.save(tmp_path / "inputs" / "0.npy", RNG.standard_normal((2, 5)).astype(np.float32))
-    return path, tmp_path / "inputs"
+    return _saved(tmp_path, gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), (2, 5))
 
 
 @pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise, _tiny_strided,

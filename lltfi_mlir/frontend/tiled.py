@@ -86,6 +86,11 @@ def mul(a: ir.Value, c: int) -> ir.Value:
     return a if c == 1 else arith.muli(a, index(c))
 
 
+def window_index(out: ir.Value, tap: ir.Value, stride: int, dilation: int) -> ir.Value:
+    """The input index that output position `out` reads at kernel tap `tap` (Conv, pooling)."""
+    return add(mul(out, stride), mul(tap, dilation))
+
+
 def vector_type(width: int, element: ir.Type | None = None) -> ir.VectorType:
     return ir.VectorType.get([width], element or b.f32())
 
@@ -217,7 +222,7 @@ def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolic
                 r = red + [index(u)] if unrolled > 1 else red
                 vecs = [c.load_vector(ivs, r, col, w) for col, w in zip(cols, widths)]
                 for i, row in enumerate(rows):
-                    splats = dict.fromkeys(widths)
+                    splats = dict.fromkeys(widths)  # a window reduction has no scalar operand
                     if c.load_scalar is not None:
                         scalar = c.load_scalar(ivs, r, row)
                         splats = {w: vector.broadcast(vector_type(w), scalar) for w in sorted(set(widths))}

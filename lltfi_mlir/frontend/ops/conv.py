@@ -127,8 +127,8 @@ PHASES_MIN_PRODUCTS = 16
 def _phases(x: ir.Value, stride: int) -> ir.Value:
     """x (..., W) as (..., stride, ceil(W / stride)): phase p holds columns p, p + stride, ... A strided
     Conv's row then reads each tap as one contiguous vector instead of a wide load and a shuffle
-    (ResNet-18's 3x3 stride-2 Conv: -31% time, its 7x7 stem: -43%). A copy: no arithmetic, no fault site of the default
-    selection."""
+    (ResNet-18's 3x3 stride-2 Conv: -31% time, its 7x7 stem: -43%). A copy: no arithmetic, no fault
+    site of the default selection."""
     shape = b.shape_of(x)
     width = -(-shape[-1] // stride)
     x = b.pad(x, [0] * len(shape), [0] * (len(shape) - 1) + [width * stride - shape[-1]], 0.0)
@@ -187,12 +187,12 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
 
     def load_vector(ivs, red, col0, width):
         c, k = red[0], red[1:]
-        spatial = [tiled.add(tiled.mul(ivs[2 + i], strides[i]), tiled.mul(k[i], dilations[i])) for i in range(rank - 1)]
-        tap = tiled.mul(k[-1], dilations[-1])
+        spatial = [tiled.window_index(ivs[2 + i], k[i], strides[i], dilations[i]) for i in range(rank - 1)]
         if not phased:
-            last = tiled.add(tiled.mul(col0, stride), tap)
+            last = tiled.window_index(col0, k[-1], stride, dilations[-1])
             return tiled.load_strided(xb, [ivs[0], ivs[1], c] + spatial + [last], width, stride)
         # column col * stride + tap is column col + tap // stride of phase tap % stride
+        tap = tiled.mul(k[-1], dilations[-1])
         phase = arith.remui(tap, tiled.index(stride))
         last = tiled.add(col0, arith.divui(tap, tiled.index(stride)))
         return vector.load(tiled.vector_type(width), xb, [ivs[0], ivs[1], c] + spatial + [phase, last])

@@ -45,9 +45,8 @@ def _tiled_window_reduce(imp: Importer, x, out_shape, kernel, strides, dilations
     out = tiled.new_buffer(out_shape)
 
     def load_vector(ivs, red, col0, width):
-        spatial = [tiled.add(tiled.mul(ivs[2 + i], strides[i]), tiled.mul(red[i], dilations[i]))
-                   for i in range(rank - 1)]
-        last = tiled.add(tiled.mul(col0, strides[-1]), tiled.mul(red[-1], dilations[-1]))
+        spatial = [tiled.window_index(ivs[2 + i], red[i], strides[i], dilations[i]) for i in range(rank - 1)]
+        last = tiled.window_index(col0, red[-1], strides[-1], dilations[-1])
         return tiled.load_strided(xb, ivs[:2] + spatial + [last], width, strides[-1])
 
     def load_init(ivs, row, col0, width):
