@@ -93,6 +93,10 @@ CONVS = {
     "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
     "conv3d_stride2_phased": (4, 5, 7, 3, 2, 1, (1, 1), 1, True, 3),
     "stride_beyond_kernel": (4, 6, 11, 2, 3, 1, (0, 1), 1, False, 2),
+    # A row's last vector of 3, 5 or 7 lanes loads in full from zero columns padded on: "3x3" (5 lanes)
+    # and "grouped" (7) above, a 7x7 plane as in ResNet's last stage, and an unpadded Conv (3 lanes).
+    "tail7_7x7": (16, 24, 7, 3, 1, 1, (1, 1), 1, True, 2),
+    "tail3_unpadded": (3, 10, 13, 3, 1, 1, (0, 0), 1, False, 2),
 }
 
 
@@ -102,6 +106,16 @@ def test_small_pointwise_plane_runs_as_one_row(tmp_path):
         text = (tmp_path / name / "model.linalg.mlir").read_text()
         row_width = CONVS[name][2] % 8  # the vector of a row's last columns
         assert (f"vector<{row_width}xf32>" not in text) == one_row, name
+
+
+def test_row_tail_of_3_5_or_7_lanes_loads_a_full_vector(tmp_path):
+    """LLVM splits a load of 3, 5 or 7 floats into pieces; those tails load 8 lanes of a row padded with
+    zero columns. A tail of 6 lanes keeps its own load (a full one measured slower)."""
+    for name, tail in (("3x3", 5), ("grouped", 7), ("tail3_unpadded", 3), ("depthwise", 6)):
+        compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
+        text = (tmp_path / name / "model.linalg.mlir").read_text()
+        loads = set(re.findall(r"vector\.load [^\n]*, vector<(\d+)xf32>", text))
+        assert loads == ({"8"} if tail != 6 else {"8", "6"}), (name, loads)
 
 
 def test_strided_conv_reads_phases_unless_depthwise(tmp_path):
