@@ -128,8 +128,10 @@ POINTWISE_PLANE = 64
 
 # Lanes of a row's last vector that load as a full vector instead (the rest of the lanes unused):
 # LLVM splits a load of 3, 5 or 7 floats into loads of 2 and 1, 4 and 1, or 4, 2 and 1 lanes plus
-# inserts. The measured gain (A/B): ResNet-18's 7x7 layer -9 to -14%, SqueezeNet's 13x13 and 27x27
-# layers -2 to -16% and -4 to -11%. A tail of 6 lanes (14x14 planes) came out 4-7% slower: not in here.
+# inserts. Measured (A/B, both orders): ResNet-18's 7x7 layer -8 to -14%, SqueezeNet's 13x13 and 27x27
+# layers -2 to -14% and -4 to -11% (its 55x55 layer, one tail in seven vectors: 0 to +6%, noise-sized);
+# whole models -3 to -5% (ResNet-18), -1 to -8% (SqueezeNet), 0 to -9% (GoogLeNet). A tail of 6 lanes
+# (14x14 planes) came out 4-7% slower: not in here.
 WIDE_TAILS = (3, 5, 7)
 
 
