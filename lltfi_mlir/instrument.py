@@ -74,7 +74,8 @@ def _selector_key(selector: SiteSelector, backend: dict, module_text: bytes, wei
     payload["weights"] = weights  # so do retrained weights (not in the module: it declares them external)
     payload["runtime"] = runtime_digest()  # so does a changed C runtime
     # 3 and older: per-block grouping bug (wrong counts in multi-block nests); 4: smaller units
-    payload["version"] = 7  # 6: operator boundary calls (early ending); 7: OD copies count as their node, sid group
+    payload["version"] = 8  # 6: operator boundary calls (early ending); 7: OD copies count as their node, sid group;
+    # 8: erff expanded into the IR (llvm_backend/exact_math.py)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 

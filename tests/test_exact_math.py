@@ -1,8 +1,9 @@
-"""`llvm.exp.f32` expanded into the model (llvm_backend/exact_math.py): accurate, vectorized, and the
-same bits in every build.
+"""`llvm.exp.f32` and `erff` expanded into the model (llvm_backend/exact_math.py): accurate,
+vectorized, and the same bits in every build.
 
-The reference is float64 `numpy.exp` rounded once to float32 (correctly rounded but for ties closer
-than double precision can resolve), not libm's `expf`, which this replaces.
+The references are float64 `numpy.exp` and `scipy.special.erf` rounded once to float32 (correctly
+rounded but for ties closer than double precision can resolve), not libm's `expf` and `erff`, which
+this replaces.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import scipy.special
 from lltfi_mlir.llvm_backend.exact_math import use_exact_math
 from onnx import TensorProto, helper
 
@@ -111,3 +113,94 @@ def test_rewrite_keeps_other_calls_and_value_numbering():
     assert "call float @expf(float %3)" in out
     assert "  %2 = select i1 %lltfi.exp0.nan, float %0, float %lltfi.exp0.f" in out
     assert use_exact_math("define void @g() {\n  ret void\n}\n") == "define void @g() {\n  ret void\n}\n"
+
+
+ERF_SPECIAL = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.17549435e-38, 3.4028235e38, -3.4028235e38,
+                        0.99999994, 1.0, -1.0, 1.0000001, 2.5, -2.5, 3.9, 3.92, 3.93, 4.0, -4.0, 4.0000005, 10.0,
+                        0.5, 1e-8, -1e-8], dtype=np.float32)
+
+
+def erf_samples(n: int) -> np.ndarray:
+    """A dense sweep where erf is not yet +-1, random bit patterns, special values."""
+    rng = np.random.default_rng(7)
+    sweep = rng.uniform(-4.5, 4.5, n // 2).astype(np.float32)
+    patterns = rng.integers(0, 2 ** 32, n - n // 2 - ERF_SPECIAL.size, dtype=np.uint64).astype(np.uint32)
+    return np.concatenate([ERF_SPECIAL, sweep, patterns.view(np.float32)])
+
+
+@pytest.fixture(scope="module")
+def erf_builds(tmp_path_factory):
+    x = erf_samples(1 << 18)
+    tmp = tmp_path_factory.mktemp("erf")
+    model = unary_model("Erf", x.size)
+    optimized = compile_onnx(model, tmp / "optimized", CompileOptions())
+    reference = compile_onnx(model, tmp / "reference", CompileOptions(codegen="reference"))
+    return x, optimized, reference
+
+
+def test_erf_is_correctly_rounded_and_handles_special_values(erf_builds):
+    x, optimized, _ = erf_builds
+    (y,) = optimized.run([x])
+    expected = scipy.special.erf(x.astype(np.float64)).astype(np.float32)
+    nan = np.isnan(x)
+    assert np.isnan(y[nan]).all() and not np.isnan(y[~nan]).any()
+    assert np.array_equal(np.signbit(y[~nan]), np.signbit(x[~nan]))  # odd: -0 stays -0
+    distance = ulps(y[~nan], expected[~nan])
+    assert distance.max() <= 1
+    assert (distance != 0).mean() < 1e-5, f"{(distance != 0).sum()} of {distance.size} not correctly rounded"
+    (y_special,) = optimized.run([np.resize(ERF_SPECIAL, x.size)])
+    assert y_special[2] == 1.0 and y_special[3] == -1.0 and y_special[19] == 1.0 and y_special[20] == -1.0
+    assert y_special[16] == np.float32(1.0) - np.float32(2.0 ** -24)  # erf(3.9): the float just below 1
+    assert y_special[5] == np.float32(1e-45 * 2 / np.sqrt(np.pi)) and np.isnan(y_special[4])
+
+
+def test_erf_same_bits_in_optimized_and_reference_builds(erf_builds):
+    x, optimized, reference = erf_builds
+    (a,), (b,) = optimized.run([x]), reference.run([x])
+    nan = np.isnan(a)
+    assert np.array_equal(nan, np.isnan(b))
+    assert a[~nan].tobytes() == b[~nan].tobytes()
+
+
+def gelu_model(n: int):
+    """GELU as PyTorch exports it at opset 17: x * 0.5 * (1 + erf(x / sqrt 2))."""
+    const = [helper.make_tensor(name, TensorProto.FLOAT, [], [value])
+             for name, value in (("r2", 2 ** 0.5), ("one", 1.0), ("half", 0.5))]
+    steps = [("Div", ["x", "r2"], "s"), ("Erf", ["s"], "e"), ("Add", ["e", "one"], "p"), ("Mul", ["x", "p"], "m"),
+             ("Mul", ["m", "half"], "y")]
+    nodes = [helper.make_node(op, inputs, [out], name=f"n{i}") for i, (op, inputs, out) in enumerate(steps)]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])], const)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_gelu_without_libm_erf_same_bits_in_both_builds(tmp_path):
+    n = 4099  # a vector remainder too
+    x = erf_samples(n)
+    optimized = compile_onnx(gelu_model(n), tmp_path / "optimized", CompileOptions())
+    reference = compile_onnx(gelu_model(n), tmp_path / "reference", CompileOptions(codegen="reference"))
+    symbols = subprocess.run(["nm", "-u", str(optimized.executable)], capture_output=True, text=True, check=True).stdout
+    assert "erff" not in symbols
+    (a,), (b,) = optimized.run([x]), reference.run([x])
+    nan = np.isnan(a)
+    assert np.array_equal(nan, np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
+    with np.errstate(over="ignore", invalid="ignore"):  # the same float32 steps, each rounded once
+        s = x / np.float32(2 ** 0.5)
+        e = scipy.special.erf(s.astype(np.float64)).astype(np.float32)
+        expected = (x * (e + np.float32(1.0))) * np.float32(0.5)
+    assert np.array_equal(np.isnan(expected), nan)
+    assert a[~nan].tobytes() == expected[~nan].tobytes()
+
+
+def test_erf_rewrite_keeps_value_numbering_and_a_module_s_own_erff():
+    ll = ("declare float @erff(float)\n"
+          "define float @f(float %0) {\n"
+          "  %2 = tail call float @erff(float %0)\n"
+          "  %3 = call double @erf(double 1.0)\n"
+          "  ret float %2\n}\n")
+    out = use_exact_math(ll)
+    assert "call float @erff(float %0)" not in out and "call double @erf(double 1.0)" in out
+    assert "  %2 = select i1 %lltfi.erf0.nan, float %0, float %lltfi.erf0.f" in out
+    own = ("define float @erff(float %0) {\n  ret float %0\n}\n"
+           "define float @g(float %0) {\n  %2 = call float @erff(float %0)\n  ret float %2\n}\n")
+    assert use_exact_math(own) == own
