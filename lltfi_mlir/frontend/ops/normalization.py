@@ -15,13 +15,15 @@ from .. import builders as b
 from ..importer import Importer, handler
 
 
-def _reduce_middle(x3, init_value, combine):
-    """Reduce dim 1 of an (outer, A, inner) tensor to (outer, inner)."""
-    outer, _, inner = b.shape_of(x3)
-    d = b.dims(3)
-    return b.generic([x3], [b.affine_map(3, d)], b.fill((outer, inner), init_value),
-                     b.affine_map(3, [d[0], d[2]]), [b.PARALLEL, b.REDUCTION, b.PARALLEL],
-                     lambda v, acc: combine(acc, v))
+def _reduce_middle(x, init_value, combine):
+    """Reduce dim 1 of an (outer, A, inner) or (outer, A) tensor to (outer, inner) or (outer,)."""
+    shape = b.shape_of(x)
+    rank = len(shape)
+    d = b.dims(rank)
+    kept = [d[0]] + d[2:]
+    iterators = [b.PARALLEL, b.REDUCTION] + [b.PARALLEL] * (rank - 2)
+    return b.generic([x], [b.affine_map(rank, d)], b.fill(tuple(shape[:1] + shape[2:]), init_value),
+                     b.affine_map(rank, kept), iterators, lambda v, acc: combine(acc, v))
 
 
 @handler("Softmax", "LogSoftmax")
@@ -36,11 +38,15 @@ def softmax(imp: Importer, node: onnx.NodeProto) -> list:
         middle, inner = int(np.prod(shape[axis:])), 1
     else:
         middle, inner = shape[axis], int(np.prod(shape[axis + 1:]))
-    x3 = b.reshape(x, (outer, middle, inner))
+    # Softmax over the last axis (attention) has inner = 1: no unit dim then, so that the elementwise
+    # loops' innermost loop runs along the axis and vectorizes (a loop of one iteration does not).
+    view = (outer, middle, inner) if inner != 1 else (outer, middle)
+    kept = (outer, 1, inner) if inner != 1 else (outer, 1)
+    x3 = b.reshape(x, view)
     peak = _reduce_middle(x3, float("-inf"), arith.maximumf)
-    shifted = b.elementwise([x3, b.reshape(peak, (outer, 1, inner))], lambda v, p: arith.subf(v, p))
+    shifted = b.elementwise([x3, b.reshape(peak, kept)], lambda v, p: arith.subf(v, p))
     exps = b.elementwise([shifted], lambda v: math.exp(v))
-    total = b.reshape(_reduce_middle(exps, 0.0, arith.addf), (outer, 1, inner))
+    total = b.reshape(_reduce_middle(exps, 0.0, arith.addf), kept)
     if node.op_type == "Softmax":
         y = b.elementwise([exps, total], lambda e, s: arith.divf(e, s))
     else:
