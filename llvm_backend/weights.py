@@ -76,8 +76,9 @@ def write_weights_assembly(weights: ExternalizedWeights, arrays: dict[str, np.nd
 
 
 def _stored(array: np.ndarray) -> np.ndarray:
-    """The bytes a weight symbol holds: the constant's own element type (float32 for weights)."""
-    return np.ascontiguousarray(array)
+    """The bytes a weight symbol holds: the constant's own element type (float32 for weights). A
+    lazily packed constant (frontend/builders.ColumnPanels) writes itself."""
+    return array if hasattr(array, "panels") else np.ascontiguousarray(array)
 
 
 def weight_order(weights: ExternalizedWeights) -> list[str]:
@@ -94,7 +95,11 @@ def weight_table(weights: ExternalizedWeights, arrays: dict[str, np.ndarray],
         handle = weights.symbols[symbol]
         data = _stored(arrays[handle])
         name, owner = sources.get(handle, (handle, None))
-        table.append({"symbol": symbol, "tensor": name, "shape": list(data.shape), "dtype": data.dtype.name,
-                      "itemsize": data.itemsize, "count": int(data.size),
-                      "readers": readers.get(name) or ([owner] if owner else [])})
+        entry = {"symbol": symbol, "tensor": name, "shape": list(data.shape), "dtype": data.dtype.name,
+                 "itemsize": data.itemsize, "count": int(data.size),
+                 "readers": readers.get(name) or ([owner] if owner else [])}
+        if hasattr(data, "panels"):  # stored as column panels of B (K, N): campaign/memory.py
+            entry["panels"] = {"width": data.width, "k": data.b_kn.shape[0], "n": data.b_kn.shape[1],
+                               "transposed": data.transposed}
+        table.append(entry)
     return table

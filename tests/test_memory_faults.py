@@ -4,6 +4,7 @@ campaign over every (element, bit) of a MatMul+Add model's stored weights, redon
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import numpy as np
@@ -12,8 +13,10 @@ import pytest
 from conftest import make_model
 from onnx import TensorProto, helper, numpy_helper
 
+from lltfi_mlir import compile_onnx
 from lltfi_mlir.campaign import Campaign
 from lltfi_mlir.campaign.config import parse_config
+from lltfi_mlir.campaign.memory import source_element
 from lltfi_mlir.campaign.replay import replay_trial
 from lltfi_mlir.cli import main
 from lltfi_mlir.errors import ConfigError, UsageError
@@ -45,6 +48,13 @@ def flipped(array: np.ndarray, element: int, bit: int) -> np.ndarray:
     out = array.copy().reshape(-1)
     out.view(np.uint32)[element] ^= np.uint32(1 << bit)
     return out.reshape(array.shape)
+
+
+def w_index(build, element: int) -> int:
+    """W's flat index of a stored element: the compiled MatMul keeps W in column panels, and the
+    runtime reports the stored element (campaign/memory.py)."""
+    (entry,) = [w for w in build.manifest["weights"] if w["tensor"] == "W"][:1]
+    return source_element(entry, element)
 
 
 def differs(golden: np.ndarray, faulty: np.ndarray) -> bool:
@@ -81,15 +91,19 @@ def test_exhaustive_weight_campaign_matches_numpy(model_dir):
         "SELECT key, value FROM meta").fetchall())["replay"])["golden"][0]), "<f4"), golden.reshape(-1))
     tensors = dict(db.execute("SELECT id, function FROM sites").fetchall())
     assert sorted(tensors.values()) == ["B", "W"]
+    (entry,) = [w for w in campaign.work_build.manifest["weights"] if w["tensor"] == "W"]
+    assert entry["panels"]["k"] == 2 and entry["panels"]["n"] == 65  # W in column panels, not as it is:
+    assert sorted(w_index(campaign.work_build, e) for e in range(W.size)) == list(range(W.size))
+    assert [w_index(campaign.work_build, e) for e in range(W.size)] != list(range(W.size))  # a permutation
     rows = db.execute("SELECT site, dyn_index, bit, mask, value_before, value_after, outcome, status "
                       "FROM trials ORDER BY id").fetchall()
     mismatches = []
     for site, element, bit, mask, before, after, outcome, status in rows:
         name = tensors[site]
-        stored = W if name == "W" else B
-        assert int(before, 16) == int(stored.reshape(-1).view(np.uint32)[element])
+        stored, index = (W, w_index(campaign.work_build, element)) if name == "W" else (B, element)
+        assert int(before, 16) == int(stored.reshape(-1).view(np.uint32)[index])
         assert int(mask, 16) == 1 << bit and int(after, 16) == int(before, 16) ^ (1 << bit)
-        w = flipped(W, element, bit) if name == "W" else W
+        w = flipped(W, index, bit) if name == "W" else W
         b = flipped(B, element, bit) if name == "B" else B
         expected = "sdc" if differs(golden, numpy_model(w, b)) else "benign"
         if status != "ok" or outcome != expected:
@@ -118,7 +132,7 @@ def test_weight_faults_with_layer_tracing(model_dir):
     golden_h = numpy_model(W, np.zeros_like(B))
     for trial, site, element, bit in db.execute("SELECT id, site, dyn_index, bit FROM trials"):
         if tensors[site] == "W":
-            h = numpy_model(flipped(W, element, bit), np.zeros_like(B))
+            h = numpy_model(flipped(W, w_index(campaign.work_build, element), bit), np.zeros_like(B))
             expected = 1 if differs(golden_h, h) else None
             assert traced.get((trial, "mm")) == expected, (trial, element, bit)
         else:
@@ -175,7 +189,7 @@ def test_a_tensor_read_by_two_nodes_is_hit_in_every_copy(tmp_path):
     assert len(target.copies) == 2
     db = sqlite3.connect(campaign.db_path)
     for element, bit, output in db.execute("SELECT dyn_index, bit, output FROM trials WHERE status = 'ok'"):
-        h = numpy_model(flipped(W, element, bit), np.zeros_like(B))
+        h = numpy_model(flipped(W, w_index(campaign.build, element), bit), np.zeros_like(B))
         with np.errstate(all="ignore"):
             expected = (h + h).astype(np.float32)
         got = np.frombuffer(output, "<f4")
@@ -237,3 +251,24 @@ def test_cli_target_weights(model_dir, tmp_path, capsys):
     assert main(["inject", str(model_dir / "mm.onnx"), "--inputs", str(model_dir / "inputs"), "-o",
                  str(model_dir / "work"), "--target", "weights", "--exhaustive", "--dry-run"]) == 0
     assert f"{(W.size + B.size) * 32:,}" in capsys.readouterr().out  # every (element, bit)
+
+
+@pytest.mark.parametrize("trans_b", [0, 1], ids=["matmul_b", "gemm_transposed_b"])
+def test_stored_panels_map_back_to_the_initializer(trans_b, tmp_path):
+    """Every stored element of a packed B is the initializer element `source_element` names (read
+    from the weights file the program is assembled from): 5 rows, so 16-column panels and a tail."""
+    w = RNG.standard_normal((37, 11) if trans_b else (11, 37)).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "W"], ["y"], transB=trans_b, name="fc")
+    model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 11])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 37])],
+                       [numpy_helper.from_array(w, "W")])
+    build = compile_onnx(model, tmp_path / "b")
+    (entry,) = build.manifest["weights"]
+    assert entry["tensor"] == "W" and entry["panels"] == {"width": 16, "k": 11, "n": 37, "transposed": bool(trans_b)}
+    asm = (tmp_path / "b" / "weights.S").read_text()
+    path = re.search(rf"^{entry['symbol']}:\n\t\.incbin \"([^\"]+)\"", asm, re.M).group(1)
+    stored = np.fromfile(tmp_path / "b" / path, np.float32)
+    assert stored.size == w.size
+    assert [stored[e] for e in range(w.size)] == [w.reshape(-1)[source_element(entry, e)] for e in range(w.size)]
+    x = RNG.standard_normal((5, 11)).astype(np.float32)
+    np.testing.assert_allclose(build.run([x])[0], x @ (w.T if trans_b else w), rtol=1e-5, atol=1e-5)

@@ -6,9 +6,12 @@ i-th entry is entry i of the runtime's `lltfi_weight_table` (llvm_backend/weight
 of at most RESOURCE_THRESHOLD (64) elements are not targets: they are inlined into the code as
 immediates or constant-pool literals, which are no data symbol of the model (and hold only biases
 of a few channels and small shape constants); integer constants (indices, shapes) are no weights
-either. Tensors the compiler derives from initializers are targets under their own name: a Gemm's
-packed B^T (`<B>_kn`), a folded BatchNormalization's `<node>_scale` and `<node>_shift` -- the
-memory faults hit what the program stores.
+either. Tensors the compiler derives from initializers are targets under their own name: a folded
+BatchNormalization's `<node>_scale` and `<node>_shift` -- the memory faults hit what the program
+stores. A Gemm's or MatMul's constant B keeps its initializer's name but is stored in column panels
+(frontend/builders.ColumnPanels); its manifest entry says so ("panels": width P, B's k and n, and
+whether B is the initializer transposed, Gemm transB), and `source_element` maps a stored element
+(the trials' dyn_index) to its index in the initializer.
 
 Activations (transient faults): one bit of one element of a selected operator's output buffer,
 flipped right after the operator wrote it and before anything reads it. In optimized builds every
@@ -86,6 +89,20 @@ class WeightTarget:
         kind = "activation" if self.activation is not None else "weight"
         return (self.index, self.tensor, kind, TYPE_NAMES.get(self.dtype, self.dtype), "memory", self.node,
                 self.op_type, self.layer, self.count)
+
+
+def source_element(entry: dict, element: int) -> int:
+    """The flat index in the ONNX initializer of element `element` of a weight table entry as stored
+    (the same index unless the entry has "panels": panel p holds B's columns p*P .. p*P + w - 1 as K
+    rows of w, w = P but in the last panel, N % P)."""
+    panels = entry.get("panels")
+    if not panels:
+        return element
+    width, k, n = panels["width"], panels["k"], panels["n"]
+    panel, rest = divmod(element, k * width)
+    w = width if panel < n // width else n % width
+    row, col = rest // w, panel * width + rest % w
+    return col * k + row if panels["transposed"] else row * n + col
 
 
 def weight_targets(build: Build, selector: SiteSelector, tensors: frozenset[str] = frozenset()) -> list[WeightTarget]:

@@ -93,6 +93,38 @@ def numpy_element(dtype: np.dtype) -> ir.Type | None:
     return make() if make else None
 
 
+class ColumnPanels:
+    """A constant B (K, N) stored as its column panels one after the other: each (K, width) row-major,
+    the last (K, N % width) when N is not a multiple (nothing padded: a weight fault still draws from
+    B's own elements). A tiled MatMul then streams row k + 1 of a panel right after row k, where
+    rows of B lie 4 * N bytes apart (a page or more: the prefetchers stop). The panels are written
+    straight from B to the weights file (`tofile`): the packed copy never exists in memory, so compile
+    memory stays one copy of the weights. Quacks like the flat float32 array it stands for."""
+
+    dtype = np.dtype(np.float32)
+    itemsize = 4
+
+    def __init__(self, b_kn: np.ndarray, width: int, transposed: bool = False) -> None:
+        self.b_kn, self.width = b_kn, width
+        self.transposed = transposed  # b_kn is the initializer's transpose (Gemm transB)
+        self.size = int(b_kn.size)
+        self.shape = (self.size,)
+        self.nbytes = 4 * self.size
+
+    def panels(self):
+        k, n = self.b_kn.shape
+        for start in range(0, n, self.width):
+            yield np.ascontiguousarray(self.b_kn[:, start:start + self.width], dtype=np.float32)
+
+    def tofile(self, path) -> None:
+        with open(path, "wb") as handle:
+            for panel in self.panels():
+                handle.write(panel.tobytes())
+
+    def materialize(self) -> np.ndarray:
+        return np.concatenate([p.reshape(-1) for p in self.panels()])
+
+
 class ConstantPool:
     """Keeps the numpy buffers behind dense resources alive as long as the module lives."""
 
@@ -101,6 +133,21 @@ class ConstantPool:
         # handle -> (ONNX tensor or derived name, node being imported): weight faults name their targets
         self.sources: dict[str, tuple[str, str | None]] = {}
         self.reader: str | None = None  # set by the importer for each node
+        self.placeholders: dict[str, np.ndarray] = {}  # never-written buffers behind lazy constants
+
+    def panels(self, packed: ColumnPanels, name: str) -> ir.Value:
+        """A 1-D constant holding `packed`'s bytes. The module gets an untouched zero buffer of that size
+        (no resident memory; nothing reads it: weights reach the program through the weights file,
+        llvm_backend/weights.py) and the pool keeps `packed` to write."""
+        if packed.size <= RESOURCE_THRESHOLD:
+            return self.constant(packed.materialize(), name)
+        ttype = tensor_type(packed.shape, f32())
+        handle = f"w{len(self.arrays)}_" + "".join(c if c.isalnum() else "_" for c in name)[:48]
+        self.arrays[handle] = packed
+        self.sources[handle] = (name, self.reader)
+        self.placeholders[handle] = np.zeros(packed.size, np.float32)
+        attr = ir.DenseResourceElementsAttr.get_from_buffer(memoryview(self.placeholders[handle]), handle, ttype)
+        return arith.ConstantOp(ttype, attr).result
 
     def constant(self, array: np.ndarray, name: str) -> ir.Value:
         """A constant tensor of the array's own element type (float32 unless it has another)."""

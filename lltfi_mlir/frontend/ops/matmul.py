@@ -19,9 +19,10 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
     trans_a, trans_b = int(attrs.get("transA", 0)), int(attrs.get("transB", 0))
     a = imp.value(node.input[0])
     w_const = imp.const(node.input[1])
-    # A constant B^T is packed at compile time instead: never materialize (and ship) it twice.
-    packed = imp.optimized and trans_b and w_const is not None
-    w = None if packed else imp.value(node.input[1])
+    # A constant B is packed at compile time instead (optimized): never materialize (and ship) it twice.
+    if not imp.optimized or w_const is None or w_const.ndim != 2:
+        w_const = None
+    w = None if w_const is not None else imp.value(node.input[1])
     out_shape = imp.shape(node.output[0])
     d = b.dims(3)  # m, n, k
     a_map = b.affine_map(3, [d[2], d[0]] if trans_a else [d[0], d[2]])
@@ -41,13 +42,11 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
         init = b.fill(out_shape, 0.0)
 
     if imp.optimized:
-        if not trans_b:
-            w_kn = w
-        elif packed:  # columns contiguous for vector loads
-            w_kn = imp.pool.constant(np.ascontiguousarray(w_const.astype(np.float32, copy=False).T),
-                                     node.input[1] + "_kn")
-        else:
-            w_kn = _transpose(w)
+        if w_const is not None:  # packed in column panels at compile time (B^T too)
+            b_kn = w_const.astype(np.float32, copy=False)
+            constant = (b_kn.T if trans_b else b_kn, node.input[1], bool(trans_b))
+            return [_tiled_matmul(imp, a, None, init, out_shape, trans_a, alpha, constant_b=constant)]
+        w_kn = _transpose(w) if trans_b else w
         return [_tiled_matmul(imp, a, w_kn, init, out_shape, trans_a, alpha)]
 
     def body(av, wv, acc):
@@ -62,9 +61,18 @@ def gemm(imp: Importer, node: onnx.NodeProto) -> list:
 
 @handler("MatMul")
 def matmul(imp: Importer, node: onnx.NodeProto) -> list:
-    a, w = imp.value(node.input[0]), imp.value(node.input[1])
-    a_shape, w_shape = b.shape_of(a), b.shape_of(w)
-    out_shape = imp.shape(node.output[0])
+    a = imp.value(node.input[0])
+    a_shape, out_shape = b.shape_of(a), imp.shape(node.output[0])
+    w_const = imp.const(node.input[1]) if imp.optimized else None
+    if w_const is not None and w_const.ndim == 2 and w_const.dtype == np.float32 and len(a_shape) >= 2:
+        # A constant 2-D B, packed in column panels at compile time (the original is not shipped).
+        rows = int(np.prod(a_shape[:-1]))
+        flat = (rows, w_const.shape[1])
+        y = _tiled_matmul(imp, b.reshape(a, (rows, a_shape[-1])), None, b.fill(flat, 0.0), flat, False, 1.0,
+                          constant_b=(w_const, node.input[1], False))
+        return [b.reshape(y, out_shape)]
+    w = imp.value(node.input[1])
+    w_shape = b.shape_of(w)
     if len(a_shape) == 1:
         a, a_shape = b.reshape(a, (1,) + a_shape), (1,) + a_shape
     if len(w_shape) == 1:
@@ -108,9 +116,11 @@ def _transpose(value: ir.Value) -> ir.Value:
                      [b.PARALLEL] * 2, lambda v, _: v)
 
 
-def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_shape: tuple[int, ...],
-                  trans_a: bool, alpha: float) -> ir.Value:
-    """Rows = M (broadcast from `a`), columns = N (vectors of `w`, laid out [..., K, N]).
+def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value | None, init: ir.Value, out_shape: tuple[int, ...],
+                  trans_a: bool, alpha: float, constant_b: tuple[np.ndarray, str, bool] | None = None) -> ir.Value:
+    """Rows = M (broadcast from `a`), columns = N (vectors of `w`, laid out [..., K, N]; or of a
+    constant 2-D B given as (array (K, N), its initializer's name, whether B is that initializer's
+    transpose), packed in column panels under the initializer's name).
 
     Per output element: init, then `acc + a * w` (times alpha when alpha != 1) over k: the
     reference generic's order and operand order.
@@ -118,10 +128,22 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_s
     out_shape = tuple(out_shape)
     batch = out_shape[:-2]
     nb = len(batch)
-    a_shape, w_shape = b.shape_of(a), b.shape_of(w)
+    a_shape = b.shape_of(a)
     k_extent = a_shape[-2] if trans_a else a_shape[-1]
-    ab, wb, ib = tiled.as_buffer(a), tiled.as_buffer(w), tiled.as_buffer(init)
+    ab, ib = tiled.as_buffer(a), tiled.as_buffer(init)
     out = tiled.new_buffer(out_shape)
+    tile_rows, tile_vectors = imp.tile_policy.shape(out_shape[-2], out_shape[-1])
+    panel = tile_vectors * imp.tile_policy.lanes  # a column block of the nest
+    if constant_b is not None:
+        # Row k of a panel follows row k - 1 in memory (builders.ColumnPanels).
+        b_kn, name, transposed = constant_b
+        assert not batch and b_kn.shape == (k_extent, out_shape[-1])
+        wb = tiled.as_buffer(imp.pool.panels(b.ColumnPanels(b_kn, panel, transposed), name))
+        w_shape = b_kn.shape
+        n = out_shape[-1]
+        full, tail = n // panel * panel, n % panel
+    else:
+        wb, w_shape = tiled.as_buffer(w), b.shape_of(w)
 
     def batch_index(shape, ivs):
         offset = nb - (len(shape) - 2)
@@ -129,7 +151,15 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_s
                 for i, size in enumerate(shape[:-2])]
 
     def load_vector(ivs, red, col0, width):
-        return vector.load(tiled.vector_type(width), wb, batch_index(w_shape, ivs) + [red[0], col0])
+        if constant_b is None:
+            return vector.load(tiled.vector_type(width), wb, batch_index(w_shape, ivs) + [red[0], col0])
+        # column c of row k: panel c // P starts at (c // P) * K * P; its rows are P wide, the last
+        # panel's N % P (the remainder column block, whose start is the constant `full`)
+        start = tiled.mul(arith.divui(col0, tiled.index(panel)), k_extent * panel)
+        last = arith.cmpi(arith.CmpIPredicate.uge, col0, tiled.index(full))
+        row_width = arith.select(last, tiled.index(tail or panel), tiled.index(panel))
+        at = tiled.add(tiled.add(start, arith.muli(red[0], row_width)), arith.remui(col0, tiled.index(panel)))
+        return vector.load(tiled.vector_type(width), wb, [at])
 
     def load_scalar(ivs, red, row):
         inner = [red[0], row] if trans_a else [row, red[0]]
@@ -150,7 +180,7 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value, init: ir.Value, out_s
 
     # B streams through the cache once per row block unless its column panels stay there: with more
     # than one row block and a B larger than the cache, sweep the row blocks inside each panel.
-    row_blocks = -(-out_shape[-2] // imp.tile_policy.shape(out_shape[-2], out_shape[-1])[0])
+    row_blocks = -(-out_shape[-2] // tile_rows)
     columns_outside = row_blocks > 1 and 4 * k_extent * out_shape[-1] > tiled.CACHE_BYTES
     tiled.emit(tiled.Contraction(
         outer=list(batch), row_at=nb, rows=out_shape[-2], cols=out_shape[-1], reduction=[k_extent],
