@@ -112,11 +112,15 @@ def expf_lines(x: str, result: str, tag: str) -> list[str]:
         f"  {v}sbits = shl i64 {v}biased, 52",
         f"  {v}s = bitcast i64 {v}sbits to double",
         f"  {v}y = fmul double {v}p, {v}s",
-        f"  {v}f = fptrunc double {v}y to float",
-        f"  {v}nan = fcmp uno float {x}, 0.000000e+00",
-        f"  {result} = select i1 {v}nan, float {x}, float {v}f",  # NaN in, the same NaN out
     ]
-    return lines
+    return lines + _to_float(v, x, result)
+
+
+def _to_float(v: str, x: str, result: str) -> list[str]:
+    """`result` = `{v}y` rounded once to float, or `x` itself when it is a NaN (the same NaN out)."""
+    return [f"  {v}f = fptrunc double {v}y to float",
+            f"  {v}nan = fcmp uno float {x}, 0.000000e+00",
+            f"  {result} = select i1 {v}nan, float {x}, float {v}f"]
 
 
 # erf(x) / x as a polynomial in t = x^2 on [0, 1], and erf(2.5 + 1.5 u) as one in u on [-1, 1]: the
@@ -159,11 +163,8 @@ def erff_lines(x: str, result: str, tag: str) -> list[str]:
         f"  {v}nq = fneg double {v}u.p",
         f"  {v}p2 = select i1 {v}neg, double {v}nq, double {v}u.p",
         f"  {v}y = select i1 {v}small, double {v}p1, double {v}p2",
-        f"  {v}f = fptrunc double {v}y to float",
-        f"  {v}nan = fcmp uno float {x}, 0.000000e+00",
-        f"  {result} = select i1 {v}nan, float {x}, float {v}f",  # NaN in, the same NaN out
     ]
-    return lines
+    return lines + _to_float(v, x, result)
 
 
 # `%5 = call float @llvm.exp.f32(float %4)`, optionally `tail`, with trailing attributes/metadata.

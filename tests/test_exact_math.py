@@ -9,6 +9,7 @@ this replaces.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,14 +50,21 @@ def correctly_rounded_exp(x: np.ndarray) -> np.ndarray:
         return np.exp(x.astype(np.float64)).astype(np.float32)
 
 
+def both_builds(model, tmp: Path):
+    return (compile_onnx(model, tmp / "optimized", CompileOptions()),
+            compile_onnx(model, tmp / "reference", CompileOptions(codegen="reference")))
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """NaN where the other is NaN (payloads aside), every other value bit for bit."""
+    nan = np.isnan(a)
+    return np.array_equal(nan, np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
+
+
 @pytest.fixture(scope="module")
 def exp_builds(tmp_path_factory):
     x = samples(1 << 18)
-    tmp = tmp_path_factory.mktemp("exp")
-    model = unary_model("Exp", x.size)
-    optimized = compile_onnx(model, tmp / "optimized", CompileOptions())
-    reference = compile_onnx(model, tmp / "reference", CompileOptions(codegen="reference"))
-    return x, optimized, reference
+    return (x, *both_builds(unary_model("Exp", x.size), tmp_path_factory.mktemp("exp")))
 
 
 def test_exp_is_correctly_rounded_and_handles_special_values(exp_builds):
@@ -80,22 +88,19 @@ def test_exp_is_correctly_rounded_and_handles_special_values(exp_builds):
 def test_exp_same_bits_in_optimized_and_reference_builds(exp_builds):
     x, optimized, reference = exp_builds
     (a,), (b,) = optimized.run([x]), reference.run([x])
-    nan = np.isnan(a)
-    assert np.array_equal(nan, np.isnan(b))
-    assert a[~nan].tobytes() == b[~nan].tobytes()
+    assert same_bits(a, b)
 
 
 def test_sigmoid_loop_is_vectorized_without_libm(tmp_path):
     """The expansion is inline, so the loop vectorizes: no call to expf is left in the program."""
     n = 4099  # a vector remainder too
     x = samples(n)
-    optimized = compile_onnx(unary_model("Sigmoid", n), tmp_path / "optimized", CompileOptions())
-    reference = compile_onnx(unary_model("Sigmoid", n), tmp_path / "reference", CompileOptions(codegen="reference"))
+    optimized, reference = both_builds(unary_model("Sigmoid", n), tmp_path)
     symbols = subprocess.run(["nm", "-u", str(optimized.executable)], capture_output=True, text=True, check=True).stdout
     assert "expf" not in symbols
     (a,), (b,) = optimized.run([x]), reference.run([x])
+    assert same_bits(a, b)
     nan = np.isnan(a)
-    assert np.array_equal(nan, np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
     with np.errstate(over="ignore", invalid="ignore"):
         expected = (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)
     assert np.allclose(a[~nan], expected[~nan], rtol=3e-7, atol=1e-37)  # two float roundings
@@ -131,11 +136,7 @@ def erf_samples(n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def erf_builds(tmp_path_factory):
     x = erf_samples(1 << 18)
-    tmp = tmp_path_factory.mktemp("erf")
-    model = unary_model("Erf", x.size)
-    optimized = compile_onnx(model, tmp / "optimized", CompileOptions())
-    reference = compile_onnx(model, tmp / "reference", CompileOptions(codegen="reference"))
-    return x, optimized, reference
+    return (x, *both_builds(unary_model("Erf", x.size), tmp_path_factory.mktemp("erf")))
 
 
 def test_erf_is_correctly_rounded_and_handles_special_values(erf_builds):
@@ -157,9 +158,7 @@ def test_erf_is_correctly_rounded_and_handles_special_values(erf_builds):
 def test_erf_same_bits_in_optimized_and_reference_builds(erf_builds):
     x, optimized, reference = erf_builds
     (a,), (b,) = optimized.run([x]), reference.run([x])
-    nan = np.isnan(a)
-    assert np.array_equal(nan, np.isnan(b))
-    assert a[~nan].tobytes() == b[~nan].tobytes()
+    assert same_bits(a, b)
 
 
 def gelu_model(n: int):
@@ -177,19 +176,16 @@ def gelu_model(n: int):
 def test_gelu_without_libm_erf_same_bits_in_both_builds(tmp_path):
     n = 4099  # a vector remainder too
     x = erf_samples(n)
-    optimized = compile_onnx(gelu_model(n), tmp_path / "optimized", CompileOptions())
-    reference = compile_onnx(gelu_model(n), tmp_path / "reference", CompileOptions(codegen="reference"))
+    optimized, reference = both_builds(gelu_model(n), tmp_path)
     symbols = subprocess.run(["nm", "-u", str(optimized.executable)], capture_output=True, text=True, check=True).stdout
     assert "erff" not in symbols
     (a,), (b,) = optimized.run([x]), reference.run([x])
-    nan = np.isnan(a)
-    assert np.array_equal(nan, np.isnan(b)) and a[~nan].tobytes() == b[~nan].tobytes()
+    assert same_bits(a, b)
     with np.errstate(over="ignore", invalid="ignore"):  # the same float32 steps, each rounded once
         s = x / np.float32(2 ** 0.5)
         e = scipy.special.erf(s.astype(np.float64)).astype(np.float32)
         expected = (x * (e + np.float32(1.0))) * np.float32(0.5)
-    assert np.array_equal(np.isnan(expected), nan)
-    assert a[~nan].tobytes() == expected[~nan].tobytes()
+    assert same_bits(a, expected)
 
 
 def test_erf_rewrite_keeps_value_numbering_and_a_module_s_own_erff():

@@ -112,8 +112,7 @@ class ColumnPanels:
         self.nbytes = 4 * self.size
 
     def panels(self):
-        k, n = self.b_kn.shape
-        for start in range(0, n, self.width):
+        for start in range(0, self.b_kn.shape[1], self.width):
             yield np.ascontiguousarray(self.b_kn[:, start:start + self.width], dtype=np.float32)
 
     def tofile(self, path) -> None:

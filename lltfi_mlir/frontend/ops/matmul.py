@@ -64,15 +64,22 @@ def matmul(imp: Importer, node: onnx.NodeProto) -> list:
     a = imp.value(node.input[0])
     a_shape, out_shape = b.shape_of(a), imp.shape(node.output[0])
     w_const = imp.const(node.input[1]) if imp.optimized else None
-    if w_const is not None and w_const.ndim == 2 and w_const.dtype == np.float32 and len(a_shape) >= 2:
-        # A constant 2-D B, packed in column panels at compile time (the original is not shipped).
+    if w_const is not None and (w_const.ndim != 2 or w_const.dtype != np.float32 or len(a_shape) < 2):
+        w_const = None
+    # A constant 2-D B is packed in column panels at compile time instead: never shipped twice.
+    w = None if w_const is not None else imp.value(node.input[1])
+    w_shape = w_const.shape if w_const is not None else b.shape_of(w)
+    if imp.optimized and len(w_shape) == 2 and len(a_shape) >= 2:
+        # One B for every batch: the batches' rows are one M (a row-major view), so tiles fill up and
+        # B streams once per row block, not once per batch. ViT's projections are [197, 1, 768] x B:
+        # 197 batches of one row read all of B each (19 GFLOP/s). Each output element keeps its
+        # reduction over k; only which tile computes it changes.
         rows = int(np.prod(a_shape[:-1]))
-        flat = (rows, w_const.shape[1])
-        y = _tiled_matmul(imp, b.reshape(a, (rows, a_shape[-1])), None, b.fill(flat, 0.0), flat, False, 1.0,
-                          constant_b=(w_const, node.input[1], False))
+        flat = (rows, w_shape[-1])
+        constant = (w_const, node.input[1], False) if w_const is not None else None
+        y = _tiled_matmul(imp, b.reshape(a, (rows, a_shape[-1])), w, b.fill(flat, 0.0), flat, False, 1.0,
+                          constant_b=constant)
         return [b.reshape(y, out_shape)]
-    w = imp.value(node.input[1])
-    w_shape = b.shape_of(w)
     if len(a_shape) == 1:
         a, a_shape = b.reshape(a, (1,) + a_shape), (1,) + a_shape
     if len(w_shape) == 1:
@@ -90,15 +97,6 @@ def matmul(imp: Importer, node: onnx.NodeProto) -> list:
         return b.affine_map(num, exprs + inner)
 
     full_shape = batch + (a_shape[-2], w_shape[-1])
-    if imp.optimized and len(w_shape) == 2 and len(a_shape) > 2:
-        # One B for every batch: the batches' rows are one M (a row-major view), so tiles fill up and
-        # B streams once per row block, not once per batch. ViT's projections are [197, 1, 768] x B:
-        # 197 batches of one row read all of B each (19 GFLOP/s). Each output element keeps its
-        # reduction over k; only which tile computes it changes.
-        rows = int(np.prod(a_shape[:-1]))
-        flat = (rows, w_shape[-1])
-        y = _tiled_matmul(imp, b.reshape(a, (rows, a_shape[-1])), w, b.fill(flat, 0.0), flat, False, 1.0)
-        return [b.reshape(y, out_shape)]
     if imp.optimized:
         y = _tiled_matmul(imp, a, w, b.fill(full_shape, 0.0), full_shape, False, 1.0)
         return [b.reshape(y, out_shape)]
