@@ -32,10 +32,12 @@ BUFFERIZE = (
     "canonicalize,buffer-deallocation-simplification"
 )
 LOWER_DEALLOCS = "bufferization-lower-deallocations,cse,canonicalize,convert-bufferization-to-memref"
+# Buffers are allocated and freed through _mlir_memref_to_llvm_alloc/free (use-generic-functions):
+# malloc and free, except in a walk engine's trial child (runtime/trial_heap.h).
 TO_LLVM = (
     "convert-linalg-to-loops,lower-affine,convert-scf-to-cf,convert-vector-to-llvm,expand-strided-metadata,"
-    "finalize-memref-to-llvm,convert-math-to-llvm,convert-math-to-libm,convert-arith-to-llvm,"
-    "convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts,canonicalize"
+    "finalize-memref-to-llvm{use-generic-functions=true},convert-math-to-llvm,convert-math-to-libm,"
+    "convert-arith-to-llvm,convert-func-to-llvm,convert-cf-to-llvm,reconcile-unrealized-casts,canonicalize"
 )
 
 

@@ -17,6 +17,7 @@
 
 #include "model_api.h"
 #include "npy.h"
+#include "trial_heap.h"
 
 void lltfi_copy_strided(void *dst, const void *base, int64_t offset, const int64_t *sizes, const int64_t *strides,
                         int rank, int elem_size) {
@@ -56,7 +57,7 @@ void lltfi_free_results(void *const *allocated, int n, void *const *inputs) {
     int skip = p == NULL || p == (void *)(uintptr_t)0xdeadbeef;
     for (int j = 0; !skip && j < lltfi_num_inputs; j++) skip = p == inputs[j];
     for (int j = 0; !skip && j < i; j++) skip = p == allocated[j];
-    if (!skip) free(p);
+    if (!skip) _mlir_memref_to_llvm_free(p);  /* the model's allocator (trial_heap.h) */
   }
 }
 

@@ -40,6 +40,7 @@
 #include "boundaries.h"
 #include "fi_runtime.h"
 #include "model_api.h"
+#include "trial_heap.h"
 #include "trial_protocol.h"
 
 #define MAX_GROUP 65536
@@ -179,6 +180,7 @@ static void reached(void) {
     if (pid < 0) { perror("fork"); _exit(1); }
     if (pid == 0) {
       lltfi_child_start(st->walker, trial->timeout_us);
+      if (st->early) lltfi_trial_heap_begin();  /* only values can differ: where buffers are cannot matter */
       st->own_slot = s;
       lltfi_begin_inject(st->here, &trial->spec, &s->log);
       lltfi_fi_remaining = 0;  /* this instance: back in the hook, it injects */
