@@ -68,14 +68,16 @@ def conv_model(c, m, hw, kernel, stride, dilation, pads, group, bias, rank=2) ->
 
 
 # Remainders in both tile dimensions, strides (shuffled loads), dilation, groups, depthwise, 1-D and
-# 3-D, 1x1 and 7x7 kernels, with and without bias.
+# 3-D, 1x1 and 7x7 kernels, with and without bias. Output channels not a multiple of 8 (or grouped)
+# take the nest with output positions in the lanes; the "channels_" cases take the one with output
+# channels in the lanes (ops/conv.py: _channels_in_lanes).
 CONVS = {
     "3x3": (5, 11, 13, 3, 1, 1, (1, 1), 1, True, 2),
     "stride2": (4, 13, 17, 3, 2, 1, (1, 1), 1, False, 2),
     "stride3_dilated": (6, 7, 19, 3, 3, 2, (2, 1), 1, True, 2),
     "grouped": (6, 12, 15, 3, 1, 1, (1, 1), 3, True, 2),
     "depthwise": (8, 8, 14, 3, 1, 1, (1, 1), 8, True, 2),
-    "pointwise_7x7": (16, 40, 7, 1, 1, 1, (0, 0), 1, True, 2),
+    "pointwise_7x7": (16, 36, 7, 1, 1, 1, (0, 0), 1, True, 2),
     "stem_7x7_stride2": (3, 20, 33, 7, 2, 1, (3, 3), 1, False, 2),
     "conv1d": (3, 9, 21, 5, 2, 1, (2, 2), 1, True, 1),
     "conv3d": (2, 5, 6, 3, 1, 1, (1, 1), 1, True, 3),
@@ -95,9 +97,29 @@ CONVS = {
     "stride_beyond_kernel": (4, 6, 11, 2, 3, 1, (0, 1), 1, False, 2),
     # A row's last vector of 3, 5 or 7 lanes loads in full from zero columns padded on: "3x3" (5 lanes)
     # and "grouped" (7) above, a 7x7 plane as in ResNet's last stage, and an unpadded Conv (3 lanes).
-    "tail7_7x7": (16, 24, 7, 3, 1, 1, (1, 1), 1, True, 2),
+    "tail7_7x7": (16, 20, 7, 3, 1, 1, (1, 1), 1, True, 2),
     "tail3_unpadded": (3, 10, 13, 3, 1, 1, (0, 0), 1, False, 2),
+    # Output channels in the lanes: a remainder of positions (121 = 20 x 6 + 1), a last panel of 8
+    # channels (24 = 16 + 8), strides and dilation read straight from the input (no phases), 1-D and
+    # 3-D, and weights larger than the cache (panels outside the positions).
+    "channels_3x3": (5, 16, 11, 3, 1, 1, (1, 1), 1, True, 2),
+    "channels_stride2_last_panel": (4, 24, 13, 3, 2, 1, (1, 1), 1, False, 2),
+    "channels_stride3_dilated": (6, 16, 19, 3, 3, 2, (2, 1), 1, True, 2),
+    "channels_conv1d": (3, 16, 21, 5, 2, 1, (2, 2), 1, True, 1),
+    "channels_conv3d": (2, 16, 6, 3, 1, 1, (1, 1), 1, True, 3),
+    "channels_pointwise_7x7": (16, 40, 7, 1, 1, 1, (0, 0), 1, True, 2),
+    "channels_stem_7x7_stride2": (3, 16, 33, 7, 2, 1, (3, 3), 1, False, 2),
+    "channels_large_weights": (128, 64, 6, 3, 1, 1, (1, 1), 1, True, 2),
 }
+
+
+def test_output_channels_in_lanes_where_they_fill_vectors(tmp_path):
+    """Constant weights, one group and whole vectors of output channels: the channels are the lanes
+    (each lane stored on its own into the NCHW output), else the output positions are."""
+    for name in ("channels_3x3", "channels_pointwise_7x7", "3x3", "grouped", "pointwise_7x7"):
+        compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
+        text = (tmp_path / name / "model.linalg.mlir").read_text()
+        assert ("vector.extract " in text) == name.startswith("channels_"), name
 
 
 def test_small_pointwise_plane_runs_as_one_row(tmp_path):
@@ -401,8 +423,16 @@ def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
-    """A 2x2 stride-2 Conv of 16 output channels: it reads phase copies of its input."""
-    return _saved(tmp_path, conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), (1, 1, 5, 5))
+    """A 2x2 stride-2 Conv of 10 output channels: it reads phase copies of its input."""
+    return _saved(tmp_path, conv_model(2, 10, 5, 2, 2, 1, (0, 1), 1, True), (1, 2, 5, 5))
+
+
+def _tiny_channels(tmp_path: Path) -> tuple[Path, Path]:
+    """A 2x2 Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes:
+    9 positions, a tile of 6 and a remainder of 3."""
+    path, inputs = _saved(tmp_path, conv_model(1, 16, 4, 2, 1, 1, (0, 0), 1, True), (1, 1, 4, 4))
+    onnx.save(with_clip(onnx.load(path), 0.0, None), path)
+    return path, inputs
 
 
 def _tiny_pool(op: str, **attrs):
@@ -416,9 +446,9 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise, _tiny_strided,
-                                  _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
+                                  _tiny_channels, _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
                                   _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
-                         ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "maxpool", "avgpool"])
+                         ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "channels", "maxpool", "avgpool"])
 def test_exhaustive_outcomes_identical(make, tmp_path):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""

@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 import onnx
 import pytest
-from conftest import make_model
+from conftest import make_model, ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir import compile_onnx
@@ -253,6 +253,14 @@ def test_cli_target_weights(model_dir, tmp_path, capsys):
     assert f"{(W.size + B.size) * 32:,}" in capsys.readouterr().out  # every (element, bit)
 
 
+def stored_weights(build, directory) -> tuple[dict, np.ndarray]:
+    """The build's one weight table entry and its elements as stored in the weights file."""
+    (entry,) = build.manifest["weights"]
+    asm = (directory / "weights.S").read_text()
+    path = re.search(rf"^{entry['symbol']}:\n\t\.incbin \"([^\"]+)\"", asm, re.M).group(1)
+    return entry, np.fromfile(directory / path, np.float32)
+
+
 @pytest.mark.parametrize("trans_b", [0, 1], ids=["matmul_b", "gemm_transposed_b"])
 def test_stored_panels_map_back_to_the_initializer(trans_b, tmp_path):
     """Every stored element of a packed B is the initializer element `source_element` names (read
@@ -263,12 +271,26 @@ def test_stored_panels_map_back_to_the_initializer(trans_b, tmp_path):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 37])],
                        [numpy_helper.from_array(w, "W")])
     build = compile_onnx(model, tmp_path / "b")
-    (entry,) = build.manifest["weights"]
+    entry, stored = stored_weights(build, tmp_path / "b")
     assert entry["tensor"] == "W" and entry["panels"] == {"width": 16, "k": 11, "n": 37, "transposed": bool(trans_b)}
-    asm = (tmp_path / "b" / "weights.S").read_text()
-    path = re.search(rf"^{entry['symbol']}:\n\t\.incbin \"([^\"]+)\"", asm, re.M).group(1)
-    stored = np.fromfile(tmp_path / "b" / path, np.float32)
     assert stored.size == w.size
     assert [stored[e] for e in range(w.size)] == [w.reshape(-1)[source_element(entry, e)] for e in range(w.size)]
     x = RNG.standard_normal((5, 11)).astype(np.float32)
     np.testing.assert_allclose(build.run([x])[0], x @ (w.T if trans_b else w), rtol=1e-5, atol=1e-5)
+
+
+def test_stored_conv_weights_map_back_to_the_initializer(tmp_path):
+    """A Conv with output channels in the lanes keeps W^T (c, kh, kw by output channel) in 16-channel
+    panels, the last of 8: every stored element is the W element `source_element` names."""
+    w = RNG.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1], name="conv")
+    model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 5, 5])],
+                       [numpy_helper.from_array(w, "W")])
+    build = compile_onnx(model, tmp_path / "b")
+    entry, stored = stored_weights(build, tmp_path / "b")
+    assert entry["tensor"] == "W" and entry["panels"] == {"width": 16, "k": 27, "n": 24, "transposed": True}
+    assert stored.size == w.size
+    assert [stored[e] for e in range(w.size)] == [w.reshape(-1)[source_element(entry, e)] for e in range(w.size)]
+    x = RNG.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(build.run([x])[0], ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
