@@ -1,7 +1,7 @@
 """Register-tiled, vectorized contractions (Conv, Gemm, MatMul) and pooling windows for `--codegen optimized`.
 
 A contraction here is `out[outer, row, col] = init + sum_r s(outer, r, row) * v(outer, r, col)`: the
-column dimension (output width for Conv, N for MatMul) is vectorized, a register tile holds
+column dimension (output channels or output width for Conv, N for MatMul) is vectorized, a register tile holds
 `rows x vectors` accumulators, and the reduction loops run OUTSIDE the vector lanes, in the same
 lexicographic order as the reference `linalg.generic` (c, k_0, k_1, ...). Each output element is
 therefore computed by exactly the scalar operations of the reference build, in the same order and
