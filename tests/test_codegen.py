@@ -18,6 +18,7 @@ from conftest import ort_run
 from onnx import TensorProto, helper, numpy_helper
 
 from lltfi_mlir import CompileOptions, compile_onnx
+from lltfi_mlir.frontend.ops import conv as conv_ops
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RNG = np.random.default_rng(11)
@@ -99,24 +100,27 @@ CONVS = {
     # and "grouped" (7) above, a 7x7 plane as in ResNet's last stage, and an unpadded Conv (3 lanes).
     "tail7_7x7": (16, 20, 7, 3, 1, 1, (1, 1), 1, True, 2),
     "tail3_unpadded": (3, 10, 13, 3, 1, 1, (0, 0), 1, False, 2),
-    # Output channels in the lanes: a remainder of positions (121 = 20 x 6 + 1), a last panel of 8
-    # channels (24 = 16 + 8), strides and dilation read straight from the input (no phases), 1-D and
-    # 3-D, and weights larger than the cache (panels outside the positions).
-    "channels_3x3": (5, 16, 11, 3, 1, 1, (1, 1), 1, True, 2),
-    "channels_stride2_last_panel": (4, 24, 13, 3, 2, 1, (1, 1), 1, False, 2),
-    "channels_stride3_dilated": (6, 16, 19, 3, 3, 2, (2, 1), 1, True, 2),
-    "channels_conv1d": (3, 16, 21, 5, 2, 1, (2, 2), 1, True, 1),
-    "channels_conv3d": (2, 16, 6, 3, 1, 1, (1, 1), 1, True, 3),
-    "channels_pointwise_7x7": (16, 40, 7, 1, 1, 1, (0, 0), 1, True, 2),
+    # Output channels in the lanes (at least CHANNEL_REDUCTION products per element): a remainder of
+    # positions (121 = 20 x 6 + 1), a last panel of 8 channels (24 = 16 + 8), strides and dilation
+    # read straight from the input (no phases), 1-D and 3-D, and weights larger than the cache
+    # (panels outside the positions).
+    "channels_3x3": (16, 16, 11, 3, 1, 1, (1, 1), 1, True, 2),
+    "channels_stride2_last_panel": (16, 24, 13, 3, 2, 1, (1, 1), 1, False, 2),
+    "channels_stride3_dilated": (16, 16, 19, 3, 3, 2, (2, 1), 1, True, 2),
+    "channels_conv1d": (32, 16, 21, 5, 2, 1, (2, 2), 1, True, 1),
+    "channels_conv3d": (8, 16, 6, 3, 1, 1, (1, 1), 1, True, 3),
+    "channels_pointwise_7x7": (128, 40, 7, 1, 1, 1, (0, 0), 1, True, 2),
     "channels_stem_7x7_stride2": (3, 16, 33, 7, 2, 1, (3, 3), 1, False, 2),
     "channels_large_weights": (128, 64, 6, 3, 1, 1, (1, 1), 1, True, 2),
+    "short_reduction": (16, 16, 9, 1, 1, 1, (0, 0), 1, True, 2),  # 16 products: positions in the lanes
 }
 
 
 def test_output_channels_in_lanes_where_they_fill_vectors(tmp_path):
-    """Constant weights, one group and whole vectors of output channels: the channels are the lanes
-    (each lane stored on its own into the NCHW output), else the output positions are."""
-    for name in ("channels_3x3", "channels_pointwise_7x7", "3x3", "grouped", "pointwise_7x7"):
+    """Constant weights, one group, whole vectors of output channels and a long enough reduction: the
+    channels are the lanes (each lane stored on its own into the NCHW output), else the output
+    positions are."""
+    for name in ("channels_3x3", "channels_pointwise_7x7", "3x3", "grouped", "pointwise_7x7", "short_reduction"):
         compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
         text = (tmp_path / name / "model.linalg.mlir").read_text()
         assert ("vector.extract " in text) == name.startswith("channels_"), name
@@ -428,8 +432,9 @@ def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _tiny_channels(tmp_path: Path) -> tuple[Path, Path]:
-    """A 2x2 Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes:
-    9 positions, a tile of 6 and a remainder of 3."""
+    """A 2x2 Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes (the
+    test lowers CHANNEL_REDUCTION for its 4 products per element): 9 positions, a tile of 6 and a
+    remainder of 3."""
     path, inputs = _saved(tmp_path, conv_model(1, 16, 4, 2, 1, 1, (0, 0), 1, True), (1, 1, 4, 4))
     onnx.save(with_clip(onnx.load(path), 0.0, None), path)
     return path, inputs
@@ -449,13 +454,16 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
                                   _tiny_channels, _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
                                   _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
                          ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "channels", "maxpool", "avgpool"])
-def test_exhaustive_outcomes_identical(make, tmp_path):
+def test_exhaustive_outcomes_identical(make, tmp_path, monkeypatch):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""
+    monkeypatch.setattr(conv_ops, "CHANNEL_REDUCTION", 4)  # _tiny_channels: its Conv's lanes are channels
     path, inputs = make(tmp_path)
     ref_campaign, ref, ref_rows = _exhaustive(path, inputs, tmp_path, "reference")
     opt_campaign, opt, opt_rows = _exhaustive(path, inputs, tmp_path, "optimized")
     assert any(s.lanes > 1 for s in opt_campaign.instrumented.sites)
+    channel_lanes = "vector.extract " in (tmp_path / "optimized" / "build" / "model.linalg.mlir").read_text()
+    assert channel_lanes == (make is _tiny_channels)
     assert ref["trials"] == opt["trials"] > 0
     assert {k: v["count"] for k, v in ref["outcomes"].items()} == {k: v["count"] for k, v in opt["outcomes"].items()}
     assert ref_rows == opt_rows

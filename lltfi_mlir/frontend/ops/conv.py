@@ -179,6 +179,10 @@ def _tail_slack(kernel: list[int], strides: list[int], out_spatial: tuple[int, .
     return lanes - tail
 
 
+# Products per output element (c x kernel taps) from which a Conv puts its output channels in the lanes.
+CHANNEL_REDUCTION = 128
+
+
 def _channels_in_lanes(geo: Geometry, w: np.ndarray, lanes: int) -> bool:
     """Output channels in the vector lanes (_conv_over_channels): constant float32 weights (packed at
     compile time), one group, whole vectors of channels. Measured per layer against the rows-in-lanes
@@ -187,8 +191,12 @@ def _channels_in_lanes(geo: Geometry, w: np.ndarray, lanes: int) -> bool:
     1x1 layers -13 to -20% on 28x28 to 7x7 planes (56x56: -1%), DenseNet's 1x1 and 3x3 on 14x14 -22%
     and -18%, the 7x7 stride-2 stem -7%, MobileNetV2's narrow 1x1 layers 0 to -4%. Rows of 7 or 14
     positions filled 8 of 8 or 14 of 16 lanes and took one vector per tile row; channels fill every
-    lane, two vectors per tile row, and the weights stream from one panel."""
-    return w.dtype == np.float32 and geo.group == 1 and geo.mg % lanes == 0 and geo.mg >= 2 * lanes
+    lane, two vectors per tile row, and the weights stream from one panel. Each lane is stored on its
+    own (an extract and a store per output element), which short reductions do not pay for:
+    MobileNetV2's 1x1 expansions of 16 and 24 channels took 2.2x as long (K = 64: no change)."""
+    return (w.dtype == np.float32 and geo.group == 1 and geo.mg % lanes == 0 and geo.mg >= 2 * lanes
+            and geo.cg * math.prod(geo.kernel) >= CHANNEL_REDUCTION)
+
 
 
 def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_const: np.ndarray) -> list:
