@@ -282,15 +282,15 @@ def test_stored_panels_map_back_to_the_initializer(trans_b, tmp_path):
 def test_stored_conv_weights_map_back_to_the_initializer(tmp_path):
     """A Conv with output channels in the lanes keeps W^T (c, kh, kw by output channel) in 16-channel
     panels, the last of 8: every stored element is the W element `source_element` names."""
-    w = RNG.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    w = RNG.standard_normal((24, 16, 3, 3)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 1, 1, 1], name="conv")
-    model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+    model = make_model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 5, 5])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 5, 5])],
                        [numpy_helper.from_array(w, "W")])
     build = compile_onnx(model, tmp_path / "b")
     entry, stored = stored_weights(build, tmp_path / "b")
-    assert entry["tensor"] == "W" and entry["panels"] == {"width": 16, "k": 27, "n": 24, "transposed": True}
+    assert entry["tensor"] == "W" and entry["panels"] == {"width": 16, "k": 144, "n": 24, "transposed": True}
     assert stored.size == w.size
     assert [stored[e] for e in range(w.size)] == [w.reshape(-1)[source_element(entry, e)] for e in range(w.size)]
-    x = RNG.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    x = RNG.standard_normal((1, 16, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(build.run([x])[0], ort_run(model, {"x": x})[0], rtol=1e-5, atol=1e-5)

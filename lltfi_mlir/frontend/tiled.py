@@ -62,12 +62,14 @@ class Contraction:
     # (outer, red, row); None for a window reduction (pooling): `step(acc, None, vec)`, one row
     load_scalar: Callable[[Values, Values, ir.Value], ir.Value] | None
     load_init: Callable[[Values, ir.Value, ir.Value, int], ir.Value]   # (outer, row, col0, width)
-    store: Callable[[Values, ir.Value, ir.Value, ir.Value], None]      # (outer, row, col0, vec)
+    store: Callable[[Values, ir.Value, ir.Value, ir.Value], None] | None  # (outer, row, col0, vec)
     step: Callable[[ir.Value, ir.Value, ir.Value], ir.Value]           # (acc, broadcast, vec)
     # Column blocks outside the row blocks (needs row_at == len(outer)): each column panel of the
     # vector operand stays in cache while every row block uses it (a MatMul's B, K x 16 floats),
     # instead of the whole operand streaming through once per row block.
     columns_outside: bool = False
+    # Instead of `store` per accumulator: (outer, rows, col0s, widths, values[row][vector]) once per tile.
+    store_tile: Callable[[Values, Values, Values, list[int], list[Values]], None] | None = None
 
 
 def index(value: int) -> ir.Value:
@@ -132,11 +134,20 @@ class AccumulatorSlots:
     def get(self, slot: int, width: int) -> ir.Value:
         key = (slot, width)
         if key not in self.slots:
-            first = self.entry.operations[0] if len(self.entry.operations) else None
-            ip = ir.InsertionPoint(first) if first is not None else ir.InsertionPoint(self.entry)
-            with ip:
-                self.slots[key] = memref.alloca(ir.MemRefType.get([], vector_type(width)), [], [])
+            self.slots[key] = self._alloca(ir.MemRefType.get([], vector_type(width)))
         return self.slots[key]
+
+    def scratch(self, rows: int, cols: int) -> ir.Value:
+        """A rows x cols float32 tile on the stack (a tile's values on their way to a strided store)."""
+        key = ("scratch", rows, cols)
+        if key not in self.slots:
+            self.slots[key] = self._alloca(memref_type((rows, cols)))
+        return self.slots[key]
+
+    def _alloca(self, mtype: ir.MemRefType) -> ir.Value:
+        first = self.entry.operations[0] if len(self.entry.operations) else None
+        with ir.InsertionPoint(first) if first is not None else ir.InsertionPoint(self.entry):
+            return memref.alloca(mtype, [], [])
 
 
 def _for(extent: int, step: int = 1, start: int = 0) -> scf.ForOp:
@@ -207,6 +218,9 @@ def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolic
             for j, w in enumerate(widths):
                 memref.store(c.load_init(ivs, rows[i], cols[j], w), accs[i][j], [])
         reduction(ivs, rows, cols, widths, accs)
+        if c.store_tile is not None:
+            c.store_tile(ivs, rows, cols, widths, [[memref.load(a, []) for a in row_accs] for row_accs in accs])
+            return
         for i in range(nrows):
             for j in range(len(widths)):
                 c.store(ivs, rows[i], cols[j], memref.load(accs[i][j], []))
