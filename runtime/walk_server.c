@@ -20,6 +20,10 @@
  * static storage): a fault that makes the model read there sees other bytes, as it may from one
  * run of the fork-server to the next (its buffers hold whichever lines it last read and wrote).
  *
+ * When the campaign ends trials early (only floating-point values can differ), a trial child takes
+ * the buffers it allocates after its fork from a fresh region of its own (trial_heap.h) rather than
+ * from the walker's heap pages, which it would have to copy page by page.
+ *
  * At most J children are alive; each arms its own timer (SIGALRM: hang), and the walker kills a
  * child that outlives twice its timer plus a second (a hang too, as in trial_protocol.h). After
  * its last trial the walker waits for its children and exits without finishing the inference;
