@@ -432,15 +432,15 @@ def _tiny_pointwise(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
-    """A 2x2 stride-2 Conv of 10 output channels: it reads phase copies of its input."""
-    return _saved(tmp_path, conv_model(2, 10, 5, 2, 2, 1, (0, 1), 1, True), (1, 2, 5, 5))
+    """A 2x2 stride-2 Conv of 16 output channels: it reads phase copies of its input."""
+    return _saved(tmp_path, conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), (1, 1, 5, 5))
 
 
 def _tiny_channels(tmp_path: Path) -> tuple[Path, Path]:
-    """A 2x2 Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes (the
-    test lowers CHANNEL_REDUCTION for its 4 products per element): 9 positions, a tile of 6 and a
-    remainder of 3."""
-    path, inputs = _saved(tmp_path, conv_model(1, 16, 4, 2, 1, 1, (0, 0), 1, True), (1, 1, 4, 4))
+    """A 1-D Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes (the
+    test lowers CHANNEL_REDUCTION for its 3 products per element): 7 positions, a tile of 6 and a
+    remainder of 1."""
+    path, inputs = _saved(tmp_path, conv_model(1, 16, 9, 3, 1, 1, (0, 0), 1, True, 1), (1, 1, 9))
     onnx.save(with_clip(onnx.load(path), 0.0, None), path)
     return path, inputs
 
@@ -462,7 +462,8 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
 def test_exhaustive_outcomes_identical(make, tmp_path, monkeypatch):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""
-    monkeypatch.setattr(conv_ops, "CHANNEL_REDUCTION", 4)  # _tiny_channels: its Conv's lanes are channels
+    if make is _tiny_channels:  # 3 products per element: put its output channels in the lanes anyway
+        monkeypatch.setattr(conv_ops, "CHANNEL_REDUCTION", 3)
     path, inputs = make(tmp_path)
     ref_campaign, ref, ref_rows = _exhaustive(path, inputs, tmp_path, "reference")
     opt_campaign, opt, opt_rows = _exhaustive(path, inputs, tmp_path, "optimized")
