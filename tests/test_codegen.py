@@ -122,6 +122,30 @@ def channel_lanes(linalg_text: str) -> bool:
     return re.search(r"memref\.alloca\(\) : memref<\d+x\d+xf32>", linalg_text) is not None
 
 
+def test_traced_channel_lane_conv_returns_both_values(tmp_path):
+    """A layer-tracing build of a channel-lane Conv with a fused Relu returns the Conv's own values and
+    the Relu's, each bit-identical to the reference build's."""
+    conv_only = conv_model(*CONVS["channels_3x3"])
+    model = with_clip(onnx.ModelProto.FromString(conv_only.SerializeToString()), 0.0, None)
+    optimized, reference = both_builds(model, tmp_path, trace=True)
+    assert channel_lanes((tmp_path / "optimized" / "model.linalg.mlir").read_text())
+    x = RNG.standard_normal((1, 16, 11, 11)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+
+    def every_output(build) -> list[np.ndarray]:  # the graph's output, then the traced tensors
+        outs = [tmp_path / f"{build.directory.name}{i}.npy" for i in range(3)]
+        subprocess.run([str(build.directory / "model"), "--input", str(tmp_path / "x.npy"),
+                        *[a for o in outs for a in ("--output", str(o))]], check=True, capture_output=True)
+        return [np.load(o) for o in outs]
+
+    got = every_output(optimized)
+    assert bits(got) == bits(every_output(reference))
+    conv = ort_run(conv_only, {"x": x})[0]
+    assert [t["tensor"] for t in optimized.traced] == ["c", "y"]
+    np.testing.assert_allclose(got[1], conv, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(got[2], np.maximum(got[1], 0)) and np.array_equal(got[0], got[2])
+
+
 def test_output_channels_in_lanes_where_they_fill_vectors(tmp_path):
     """Constant weights, one group, whole vectors of output channels and a long enough reduction: the
     channels are the lanes, else the output positions are."""

@@ -93,6 +93,17 @@ def window_index(out: ir.Value, tap: ir.Value, stride: int, dilation: int) -> ir
     return add(mul(out, stride), mul(tap, dilation))
 
 
+def panel_index(col0: ir.Value, k: ir.Value, k_extent: int, panel: int, cols: int) -> ir.Value:
+    """Where element (k, col0) of a K x cols matrix stored as column panels (builders.ColumnPanels)
+    lies: panel col0 // P starts at (col0 // P) * K * P, its rows are P wide, the last panel's
+    cols % P (the remainder column block, which starts at the constant cols // P * P)."""
+    full, tail = cols // panel * panel, cols % panel
+    start = mul(arith.divui(col0, index(panel)), k_extent * panel)
+    last = arith.cmpi(arith.CmpIPredicate.uge, col0, index(full))
+    row_width = arith.select(last, index(tail or panel), index(panel))
+    return add(add(start, arith.muli(k, row_width)), arith.remui(col0, index(panel)))
+
+
 def vector_type(width: int, element: ir.Type | None = None) -> ir.VectorType:
     return ir.VectorType.get([width], element or b.f32())
 

@@ -198,7 +198,6 @@ def _channels_in_lanes(geo: Geometry, w: np.ndarray, lanes: int) -> bool:
             and geo.cg * math.prod(geo.kernel) >= CHANNEL_REDUCTION)
 
 
-
 def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_const: np.ndarray) -> list:
     """Rows = output positions (input values broadcast), columns = output channels (weight vectors).
 
@@ -215,9 +214,8 @@ def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_co
     xb = tiled.as_buffer(b.pad(x, [0, 0] + geo.low, [0, 0] + geo.high, 0.0))
     k_extent = geo.cg * math.prod(geo.kernel)
     positions = math.prod(out_spatial)
-    _, tile_vectors = imp.tile_policy.shape(positions, m)
+    tile_rows, tile_vectors = imp.tile_policy.shape(positions, m)
     panel = tile_vectors * imp.tile_policy.lanes
-    full, tail = m // panel * panel, m % panel
     b_kn = w_const.reshape(m, k_extent).T
     wb = tiled.as_buffer(imp.pool.panels(b.ColumnPanels(b_kn, panel, transposed=True), node.input[1]))
     has_bias = len(node.input) > 2 and node.input[2]
@@ -243,11 +241,7 @@ def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_co
         flat = red[0]  # row k of W^T: (c, k_0, ..., k_{r-1}) row-major
         for extent, tap in zip(geo.kernel, red[1:]):
             flat = tiled.add(tiled.mul(flat, extent), tap)
-        start = tiled.mul(arith.divui(col0, tiled.index(panel)), k_extent * panel)
-        last = arith.cmpi(arith.CmpIPredicate.uge, col0, tiled.index(full))
-        row_width = arith.select(last, tiled.index(tail or panel), tiled.index(panel))
-        at = tiled.add(tiled.add(start, arith.muli(flat, row_width)), arith.remui(col0, tiled.index(panel)))
-        return vector.load(tiled.vector_type(width), wb, [at])
+        return vector.load(tiled.vector_type(width), wb, [tiled.panel_index(col0, flat, k_extent, panel, m)])
 
     def load_init(ivs, row, col0, width):
         if bb is None:
@@ -256,8 +250,7 @@ def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_co
                                                                    ir.FloatAttr.get(b.f32(), 0.0))).result
         return vector.load(tiled.vector_type(width), bb, [col0])
 
-    policy = imp.tile_policy
-    scratch = imp.slots.scratch(policy.shape(positions, m)[0], panel)
+    scratch = imp.slots.scratch(tile_rows, panel)
 
     def copy_out(buffer, ivs, rows, col0, width):
         """scratch[i, lane] -> buffer[n, col0 + lane, position of rows[i]]: loops, not one extract and

@@ -138,8 +138,6 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value | None, init: ir.Value
         assert not batch and b_kn.shape == (k_extent, out_shape[-1])
         wb = tiled.as_buffer(imp.pool.panels(b.ColumnPanels(b_kn, panel, transposed), name))
         w_shape = b_kn.shape
-        n = out_shape[-1]
-        full, tail = n // panel * panel, n % panel
     else:
         wb, w_shape = tiled.as_buffer(w), b.shape_of(w)
 
@@ -151,12 +149,7 @@ def _tiled_matmul(imp: Importer, a: ir.Value, w: ir.Value | None, init: ir.Value
     def load_vector(ivs, red, col0, width):
         if constant_b is None:
             return vector.load(tiled.vector_type(width), wb, batch_index(w_shape, ivs) + [red[0], col0])
-        # column c of row k: panel c // P starts at (c // P) * K * P; its rows are P wide, the last
-        # panel's N % P (the remainder column block, whose start is the constant `full`)
-        start = tiled.mul(arith.divui(col0, tiled.index(panel)), k_extent * panel)
-        last = arith.cmpi(arith.CmpIPredicate.uge, col0, tiled.index(full))
-        row_width = arith.select(last, tiled.index(tail or panel), tiled.index(panel))
-        at = tiled.add(tiled.add(start, arith.muli(red[0], row_width)), arith.remui(col0, tiled.index(panel)))
+        at = tiled.panel_index(col0, red[0], k_extent, panel, out_shape[-1])
         return vector.load(tiled.vector_type(width), wb, [at])
 
     def load_scalar(ivs, red, row):
