@@ -35,6 +35,7 @@ struct lltfi_golden_record {
   int64_t n_entries;
   size_t out_offset, out_bytes;  /* the run's outputs */
   size_t data_offset, data_cap, used;
+  uint64_t output_bytes;  /* of every operator output of the run, recorded or not */
   entry entries[MAX_ENTRIES];
 };
 
@@ -153,6 +154,8 @@ const lltfi_golden_record *lltfi_golden_record_for(int set, lltfi_run_fn run, si
   return NULL;
 }
 
+uint64_t lltfi_golden_output_bytes(const lltfi_golden_record *rec) { return rec ? rec->output_bytes : 0; }
+
 int lltfi_early_end(void) {
   const char *v = getenv("LLTFI_EARLY_END");
   return v && !strcmp(v, "1");
@@ -176,6 +179,7 @@ static void on_record(int64_t node, int64_t last_use, const void *data, int64_t 
   e->last_use = last_use;
   e->nbytes = nbytes;
   e->offset = ABSENT;
+  if (nbytes > 0) recording->output_bytes += (uint64_t)nbytes;
   if (nbytes >= 0 && (size_t)nbytes <= recording->data_cap - recording->used) {
     e->offset = recording->used;
     memcpy((char *)recording + recording->data_offset + recording->used, data, (size_t)nbytes);

@@ -27,6 +27,9 @@ typedef void (*lltfi_run_fn)(int set, void *out);
    server, before forking trial children or walkers: they inherit the shared mapping. */
 const lltfi_golden_record *lltfi_golden_record_for(int set, lltfi_run_fn run, size_t out_bytes);
 
+/* Bytes of all operator outputs of the recorded run (0 for NULL): how much a trial may write. */
+uint64_t lltfi_golden_output_bytes(const lltfi_golden_record *rec);
+
 /* In a trial child: check boundaries against `rec` from now on; on masking, copy the golden outputs
    to `out` and _exit(0). Calls already made in this run (a walk child) keep their count. */
 void lltfi_boundaries_check(const lltfi_golden_record *rec, void *out);
