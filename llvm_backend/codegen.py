@@ -65,7 +65,8 @@ def optimize_ir(ll: Path, out_bc: Path, target_cpu: str | None, outline_cold: bo
     # hotcoldsplit moves the blocks behind never-taken branch weights (the instrumented build's cold
     # copies) into functions of their own, `<function>.cold.<n>`, for `split_cold` to take out.
     passes = f"{IR_PIPELINE},hotcoldsplit" if outline_cold else IR_PIPELINE
-    run_tool([tool_path("opt"), f"-passes={passes}", *(["-hotcoldsplit-threshold=-1"] if outline_cold else []),
+    run_tool([tool_path("opt"), f"-passes={passes}", "-vectorizer-min-trip-count=4",
+              *(["-hotcoldsplit-threshold=-1"] if outline_cold else []),
               f"-mtriple={host_triple()}", *_cpu_flags(target_cpu), str(ll), "-o", str(out_bc)], "opt")
 
 

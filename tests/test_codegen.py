@@ -68,7 +68,7 @@ def conv_model(c, m, hw, kernel, stride, dilation, pads, group, bias, rank=2) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-# Remainders in both tile dimensions, strides (shuffled loads), dilation, groups, depthwise, 1-D and
+# Remainders in both tile dimensions, strides (phase copies), dilation, groups, depthwise, 1-D and
 # 3-D, 1x1 and 7x7 kernels, with and without bias. Output channels not a multiple of 8 (or grouped)
 # take the nest with output positions in the lanes; the "channels_" cases take the one with output
 # channels in the lanes (ops/conv.py: _channels_in_lanes).
@@ -94,6 +94,12 @@ CONVS = {
     # Strided rows read from phase copies of the input, except where there is too little work per
     # column (depthwise: wide loads and shuffles).
     "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
+    # Depthwise tiles hold up to 12 channels: a remainder block of channels (20 = 12 + 8), a 7x7
+    # plane, asymmetric pads, 5x5 stride 2, dilation.
+    "depthwise_7x7_channel_blocks": (20, 20, 7, 3, 1, 1, (1, 1), 20, True, 2),
+    "depthwise_5x5_stride2": (12, 12, 14, 5, 2, 1, (2, 2), 12, True, 2),
+    "depthwise_asymmetric_dilated": (9, 9, 12, 3, 2, 2, (0, 1, 2, 3), 9, False, 2),
+    "depthwise_multiplier2": (4, 8, 10, 3, 1, 1, (1, 1), 4, True, 2),
     "conv3d_stride2_phased": (4, 5, 7, 3, 2, 1, (1, 1), 1, True, 3),
     "stride_beyond_kernel": (4, 6, 11, 2, 3, 1, (0, 1), 1, False, 2),
     # A row's last vector of 3, 5 or 7 lanes loads in full from zero columns padded on: "3x3" (5 lanes)
@@ -173,12 +179,16 @@ def test_row_tail_of_3_5_or_7_lanes_loads_a_full_vector(tmp_path):
         assert loads == ({"8"} if tail != 6 else {"8", "6"}), (name, loads)
 
 
-def test_strided_conv_reads_phases_unless_depthwise(tmp_path):
-    for name, phased in (("stride2", True), ("depthwise_stride2", False)):
-        compile_onnx(conv_model(*CONVS[name]), tmp_path / name, CompileOptions())
-        text = (tmp_path / name / "model.llvm.mlir").read_text()
-        strided_shuffle = re.search(r"llvm\.shufflevector [^\[]*\[0, 2, 4,", text) is not None
-        assert strided_shuffle != phased, name
+def test_strided_conv_reads_phases(tmp_path):
+    """Strided rows, depthwise ones included, read one vector per tap from the padded phase copy
+    (frontend/padding.py), never a wide load and a strided shuffle (the reference has neither)."""
+    for name in ("stride2", "depthwise_stride2", "depthwise_5x5_stride2"):
+        optimized, reference = (compile_onnx(conv_model(*CONVS[name]), tmp_path / name / codegen,
+                                             CompileOptions(codegen=codegen)) for codegen in ("optimized", "reference"))
+        for build in (optimized, reference):
+            text = (build.directory / "model.llvm.mlir").read_text()
+            assert re.search(r"llvm\.shufflevector [^\[]*\[0, 2, 4,", text) is None, name
+        assert "vector<" in (optimized.directory / "model.llvm.mlir").read_text()
 
 
 def test_conv_loop_order_follows_memory_traffic():
@@ -208,7 +218,7 @@ def pool_model(op: str, c: int, hw: int, rank: int = 2, **attrs) -> onnx.ModelPr
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-# Pooling windows as vector loops: strides (shuffled loads), pads, ceil_mode, dilation, 1-D and
+# Pooling windows as vector loops: strides (phase copies), pads, ceil_mode, dilation, 1-D and
 # 3-D, AveragePool's divisor rules; a 1-wide output row keeps the scalar generic.
 POOLS = {
     "max_3x3_s2_ceil": ("MaxPool", 5, 28, 2, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
@@ -460,6 +470,12 @@ def _tiny_strided(tmp_path: Path) -> tuple[Path, Path]:
     return _saved(tmp_path, conv_model(1, 16, 5, 2, 2, 1, (0, 1), 1, True), (1, 1, 5, 5))
 
 
+def _tiny_depthwise(tmp_path: Path) -> tuple[Path, Path]:
+    """A 3x3 stride-2 depthwise Conv of 3 channels on a padded 5x5 plane: one tile of 3 channel rows,
+    reading the padded phase copy."""
+    return _saved(tmp_path, conv_model(3, 3, 5, 3, 2, 1, (1, 1), 3, True), (1, 3, 5, 5))
+
+
 def _tiny_channels(tmp_path: Path) -> tuple[Path, Path]:
     """A 1-D Conv of 16 output channels and a fused Relu-like Clip, output channels in the lanes (the
     test lowers CHANNEL_REDUCTION for its 3 products per element): 7 positions, a tile of 6 and a
@@ -480,9 +496,11 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise, _tiny_strided,
-                                  _tiny_channels, _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
+                                  _tiny_depthwise, _tiny_channels,
+                                  _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
                                   _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
-                         ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "channels", "maxpool", "avgpool"])
+                         ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "depthwise", "channels", "maxpool",
+                              "avgpool"])
 def test_exhaustive_outcomes_identical(make, tmp_path, monkeypatch):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""

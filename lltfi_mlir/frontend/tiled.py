@@ -51,6 +51,8 @@ class Contraction:
     """What varies between operators; the loop structure is shared.
 
     Loops: `outer[:row_at]`, row blocks, `outer[row_at:]`, column blocks, then `reduction`.
+    With `vector_per_row`, `load_vector` also takes the row, `(outer, red, col0, width, row)`: each
+    row has a vector operand of its own (a depthwise Conv's rows are channels).
     """
 
     outer: Sequence[int]
@@ -70,6 +72,7 @@ class Contraction:
     columns_outside: bool = False
     # Instead of `store` per accumulator: (outer, rows, col0s, widths, values[row][vector]) once per tile.
     store_tile: Callable[[Values, Values, Values, list[int], list[Values]], None] | None = None
+    vector_per_row: bool = False
 
 
 def index(value: int) -> ir.Value:
@@ -124,15 +127,6 @@ def new_buffer(shape: Sequence[int]) -> ir.Value:
 def as_tensor(buffer: ir.Value) -> ir.Value:
     shape = ir.MemRefType(buffer.type).shape
     return bufferization.to_tensor(b.tensor_type(shape), buffer, restrict=True, writable=True)
-
-
-def load_strided(buffer: ir.Value, indices: Values, width: int, stride: int) -> ir.Value:
-    """`width` elements `stride` apart along the last index, as one vector (load + shuffle)."""
-    if stride == 1:
-        return vector.load(vector_type(width), buffer, indices)
-    span = (width - 1) * stride + 1  # ends exactly at the last element read: stays in bounds
-    wide = vector.load(vector_type(span), buffer, indices)
-    return vector.shuffle(wide, wide, [lane * stride for lane in range(width)])
 
 
 class AccumulatorSlots:
@@ -245,8 +239,11 @@ def emit(c: Contraction, slots: AccumulatorSlots, policy: TilePolicy = TilePolic
             values = [[memref.load(a, []) for a in row_accs] for row_accs in accs]
             for u in range(unrolled):
                 r = red + [index(u)] if unrolled > 1 else red
-                vecs = [c.load_vector(ivs, r, col, w) for col, w in zip(cols, widths)]
+                if not c.vector_per_row:
+                    vecs = [c.load_vector(ivs, r, col, w) for col, w in zip(cols, widths)]
                 for i, row in enumerate(rows):
+                    if c.vector_per_row:
+                        vecs = [c.load_vector(ivs, r, col, w, row) for col, w in zip(cols, widths)]
                     splats = dict.fromkeys(widths)  # a window reduction has no scalar operand
                     if c.load_scalar is not None:
                         scalar = c.load_scalar(ivs, r, row)

@@ -17,7 +17,7 @@ from mlir import ir
 from mlir.dialects import arith, memref, scf, vector
 
 from .. import builders as b
-from .. import tiled
+from .. import padding, tiled
 from ..importer import Importer, handler
 from .windows import explicit_pads, window_attrs
 
@@ -33,6 +33,7 @@ class Grouped:
     strides: list[int]
     dilations: list[int]
     slack: int = 0  # zero columns after each padded row (_tail_slack)
+    phased: bool = False  # x's last dim stored as (stride, columns / stride) phases (padding.padded)
 
     @property
     def rank(self) -> int:
@@ -77,14 +78,19 @@ def grouped_operands(imp: Importer, node: onnx.NodeProto, x: ir.Value, w: ir.Val
                      lanes: int = 0) -> Grouped:
     """Checks a Conv-style node against its operands' shapes, pads `x` with `pad_value` and views both
     operands per group. With `lanes` (a vectorized Conv), rows whose last vector is one of WIDE_TAILS
-    get that vector's missing lanes as zero columns too."""
+    get that vector's missing lanes as zero columns too, and strided rows are copied as phases."""
     x_shape = b.shape_of(x)
     geo = geometry(imp, node, x_shape, b.shape_of(w))
     slack = _tail_slack(geo.kernel, geo.strides, geo.out_spatial, lanes) if lanes else 0
-    x = b.pad(x, [0, 0] + geo.low, [0, 0] + geo.high[:-1] + [geo.high[-1] + slack], pad_value)
+    low, high = [0, 0] + geo.low, [0, 0] + geo.high[:-1] + [geo.high[-1] + slack]
+    phased = bool(lanes) and geo.strides[-1] > 1
+    if lanes:
+        x = padding.padded(x, low, high, pad_value, geo.strides[-1])
+    else:
+        x = b.pad(x, low, high, pad_value)
     return Grouped(b.reshape(x, (x_shape[0], geo.group, geo.cg) + b.shape_of(x)[2:]),
                    b.reshape(w, (geo.group, geo.mg, geo.cg) + tuple(geo.kernel)),
-                   geo.group, geo.mg, geo.strides, geo.dilations, slack)
+                   geo.group, geo.mg, geo.strides, geo.dilations, slack, phased)
 
 
 def reference_conv(g: Grouped, init: ir.Value, step) -> ir.Value:
@@ -119,8 +125,7 @@ def conv(imp: Importer, node: onnx.NodeProto) -> list:
         bias = b.reshape(imp.value(node.input[2]), (g.group, g.mg))
 
     if imp.optimized:
-        y, pre = _tiled_conv(imp, g.x, g.w, bias, acc_shape, g.strides, g.dilations, imp.fused_activation(node),
-                             keep_input=imp.config.trace, slack=g.slack)
+        y, pre = _tiled_conv(imp, g, bias, acc_shape, imp.fused_activation(node), keep_input=imp.config.trace)
         if pre is not None:  # a traced build returns the Conv's own output too
             return [b.reshape(pre, out_shape), b.reshape(y, out_shape)]
         return [b.reshape(y, out_shape)]
@@ -211,7 +216,7 @@ def _conv_over_channels(imp: Importer, node: onnx.NodeProto, geo: Geometry, w_co
     n, m = out_shape[:2]
     out_spatial, rank = geo.out_spatial, len(geo.out_spatial)
     x = imp.value(node.input[0])
-    xb = tiled.as_buffer(b.pad(x, [0, 0] + geo.low, [0, 0] + geo.high, 0.0))
+    xb = tiled.as_buffer(padding.padded(x, [0, 0] + geo.low, [0, 0] + geo.high, 0.0))
     k_extent = geo.cg * math.prod(geo.kernel)
     positions = math.prod(out_spatial)
     tile_rows, tile_vectors = imp.tile_policy.shape(positions, m)
@@ -303,35 +308,18 @@ def _activate(vec: ir.Value, activation: tuple[onnx.NodeProto, list] | None) -> 
     return vec
 
 
-# Products per input column (output channels x input channels of a group) from which a strided Conv
-# copies its input into phases: a depthwise Conv (1 x 1) does too little work per column to pay for it.
-PHASES_MIN_PRODUCTS = 16
-
-
-def _phases(x: ir.Value, stride: int) -> ir.Value:
-    """x (..., W) as (..., stride, ceil(W / stride)): phase p holds columns p, p + stride, ... A strided
-    Conv's row then reads each tap as one contiguous vector instead of a wide load and a shuffle
-    (ResNet-18's 3x3 stride-2 Conv: -31% time, its 7x7 stem: -43%). A copy: no arithmetic, no fault
-    site of the default selection."""
-    shape = b.shape_of(x)
-    width = -(-shape[-1] // stride)
-    x = b.pad(x, [0] * len(shape), [0] * (len(shape) - 1) + [width * stride - shape[-1]], 0.0)
-    num = len(shape) + 1
-    d = b.dims(num)
-    x_map = b.affine_map(num, d[:num - 2] + [d[num - 1] * stride + d[num - 2]])
-    out_shape = tuple(shape[:-1]) + (stride, width)
-    return b.generic([x], [x_map], b.empty(out_shape), b.affine_map(num, d), [b.PARALLEL] * num,
-                     lambda v, _: v)
-
-
-def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, acc_shape: tuple[int, ...],
-                strides: list[int], dilations: list[int], activation: tuple[onnx.NodeProto, list] | None = None,
-                keep_input: bool = False, slack: int = 0) -> tuple[ir.Value, ir.Value | None]:
+def _tiled_conv(imp: Importer, g: Grouped, bias: ir.Value | None, acc_shape: tuple[int, ...],
+                activation: tuple[onnx.NodeProto, list] | None = None,
+                keep_input: bool = False) -> tuple[ir.Value, ir.Value | None]:
     """Rows = output channels (weights broadcast), columns = the last output dim (input vectors).
 
     Per output element: init (bias or 0), then `acc + x * w` over (c, k_0, ..., k_{r-1}), the
-    reference generic's reduction order and operand order.
+    reference generic's reduction order and operand order. Strided rows read phases (padding.padded):
+    column col * stride + tap is column col + tap // stride of phase tap % stride, one contiguous
+    vector per tap (ResNet-18's 3x3 stride-2 Conv: -31% time, its 7x7 stem: -43%, against a wide
+    load and a shuffle).
     """
+    x, w, strides, dilations, slack, phased = g.x, g.w, g.strides, g.dilations, g.slack, g.phased
     n, group, mg = acc_shape[:3]
     cg = b.shape_of(x)[2]
     lanes = imp.tile_policy.lanes
@@ -350,53 +338,65 @@ def _tiled_conv(imp: Importer, x: ir.Value, w: ir.Value, bias: ir.Value | None, 
     acc_shape = (n, group, mg) + tuple(out_spatial)
     input_bytes = 4 * cg * math.prod(b.shape_of(x)[3:])
     stride = strides[-1]
-    phased = stride > 1 and mg * cg >= PHASES_MIN_PRODUCTS
-    if phased:
-        x = _phases(x, stride)
     xb, wb = tiled.as_buffer(x), tiled.as_buffer(w)
     bb = tiled.as_buffer(bias) if bias is not None else None
     out = tiled.new_buffer(acc_shape)
     # With a fused Relu, a traced build also stores the Conv's values (a store: no fault site).
     pre = tiled.new_buffer(acc_shape) if activation is not None and keep_input else None
 
+    # A depthwise Conv (one output channel per group) has groups as its tile rows: each row its own
+    # input plane and weights, so a tile holds up to 12 independent accumulators where one output
+    # channel per group gave one (MobileNetV2's 7x7 planes: 4 GF/s, one add chain per tile).
+    depthwise = group > 1 and mg == 1
+
+    def where(ivs, row):  # (n, group, output channel of the group, output ivs outside the row)
+        if depthwise:
+            return ivs[0], row, tiled.index(0), ivs[1:]
+        return ivs[0], ivs[1], row, ivs[2:]
+
     def load_init(ivs, row, col0, width):
         if bb is None:
             return arith.ConstantOp(tiled.vector_type(width),
                                     ir.DenseElementsAttr.get_splat(tiled.vector_type(width),
                                                                    ir.FloatAttr.get(b.f32(), 0.0))).result
-        return vector.broadcast(tiled.vector_type(width), memref.load(bb, [ivs[1], row]))
+        _, g, m, _ = where(ivs, row)
+        return vector.broadcast(tiled.vector_type(width), memref.load(bb, [g, m]))
 
     def load_scalar(ivs, red, row):
-        return memref.load(wb, [ivs[1], row] + red)
+        _, g, m, _ = where(ivs, row)
+        return memref.load(wb, [g, m] + red)
 
-    def load_vector(ivs, red, col0, width):
+    def load_vector(ivs, red, col0, width, row=None):
+        image, g, _, rows_at = where(ivs, row)
         c, k = red[0], red[1:]
-        spatial = [tiled.window_index(ivs[2 + i], k[i], strides[i], dilations[i]) for i in range(rank - 1)]
-        if not phased:
-            last = tiled.window_index(col0, k[-1], stride, dilations[-1])
+        spatial = [tiled.window_index(rows_at[i], k[i], strides[i], dilations[i]) for i in range(rank - 1)]
+        if not phased:  # unstrided rows
+            last = tiled.window_index(col0, k[-1], 1, dilations[-1])
             if tail and width == tail:  # the row's last vector: a full load, then its first `tail` lanes
-                full = vector.load(tiled.vector_type(lanes), xb, [ivs[0], ivs[1], c] + spatial + [last])
+                full = vector.load(tiled.vector_type(lanes), xb, [image, g, c] + spatial + [last])
                 return vector.extract_strided_slice(tiled.vector_type(width), full, [0], [width], [1])
-            return tiled.load_strided(xb, [ivs[0], ivs[1], c] + spatial + [last], width, stride)
-        # column col * stride + tap is column col + tap // stride of phase tap % stride
-        tap = tiled.mul(k[-1], dilations[-1])
-        phase = arith.remui(tap, tiled.index(stride))
-        last = tiled.add(col0, arith.divui(tap, tiled.index(stride)))
-        return vector.load(tiled.vector_type(width), xb, [ivs[0], ivs[1], c] + spatial + [phase, last])
+            return vector.load(tiled.vector_type(width), xb, [image, g, c] + spatial + [last])
+        return vector.load(tiled.vector_type(width), xb,
+                           [image, g, c] + spatial + padding.phase_column(col0, k[-1], stride, dilations[-1]))
 
     def store(ivs, row, col0, vec):
-        where = [ivs[0], ivs[1], row] + ivs[2:] + [col0]
+        image, g, m, rows_at = where(ivs, row)
+        where_to = [image, g, m] + rows_at + [col0]
         if pre is not None:
-            vector.store(vec, pre, where)
-        vector.store(_activate(vec, activation), out, where)
+            vector.store(vec, pre, where_to)
+        vector.store(_activate(vec, activation), out, where_to)
 
-    outer = [n, group] + list(out_spatial[:-1])
-    tile_rows = imp.tile_policy.shape(mg, out_spatial[-1])[0]
-    channels_inside = _channel_blocks_inside(input_bytes, 4 * mg * cg * math.prod(kernel),
-                                             math.prod(out_spatial[:-1]), -(-mg // tile_rows))
+    if depthwise:  # groups as rows, outside the output rows: a tile's planes stay cached down the rows
+        outer, row_at, rows = [n] + list(out_spatial[:-1]), 1, group
+    else:
+        outer, rows = [n, group] + list(out_spatial[:-1]), mg
+        tile_rows = imp.tile_policy.shape(mg, out_spatial[-1])[0]
+        channels_inside = _channel_blocks_inside(input_bytes, 4 * mg * cg * math.prod(kernel),
+                                                 math.prod(out_spatial[:-1]), -(-mg // tile_rows))
+        row_at = len(outer) if channels_inside else 2
     tiled.emit(tiled.Contraction(
-        outer=outer, row_at=len(outer) if channels_inside else 2, rows=mg, cols=out_spatial[-1],
+        outer=outer, row_at=row_at, rows=rows, cols=out_spatial[-1],
         reduction=[cg] + list(kernel), load_vector=load_vector, load_scalar=load_scalar,
-        load_init=load_init, store=store,
+        load_init=load_init, store=store, vector_per_row=depthwise,
         step=lambda acc, wv, xv: arith.addf(acc, arith.mulf(xv, wv))), imp.slots, imp.tile_policy)
     return tiled.as_tensor(out), tiled.as_tensor(pre) if pre is not None else None

@@ -14,7 +14,7 @@ from mlir.dialects import arith, vector
 
 from .. import builders as b
 from .. import scalars as sc
-from .. import tiled
+from .. import padding, tiled
 from ..importer import Importer, handler
 from .windows import explicit_auto_pad, explicit_pads, extra_high, window_attrs
 
@@ -39,15 +39,20 @@ def _tiled_window_reduce(imp: Importer, x, out_shape, kernel, strides, dilations
     """The reference's window reduction as vector loops over the last output dim (`--codegen optimized`):
     each output element still starts at `init_value` and combines the window in (k_0, ..., k_{r-1})
     order with the accumulator first, so every lane is one reference instance. The reference's scalar
-    `maximumf` loops compile to a branch per element (signed zeros): 6 ms of SqueezeNet's 27."""
+    `maximumf` loops compile to a branch per element (signed zeros): 6 ms of SqueezeNet's 27.
+    `x` is padded; strided rows are stored as phases (padding.padded), so a tap reads one vector."""
     rank = len(kernel)
+    stride = strides[-1]
     xb = tiled.as_buffer(x)
     out = tiled.new_buffer(out_shape)
 
     def load_vector(ivs, red, col0, width):
         spatial = [tiled.window_index(ivs[2 + i], red[i], strides[i], dilations[i]) for i in range(rank - 1)]
-        last = tiled.window_index(col0, red[-1], strides[-1], dilations[-1])
-        return tiled.load_strided(xb, ivs[:2] + spatial + [last], width, strides[-1])
+        if stride == 1:
+            last = tiled.window_index(col0, red[-1], 1, dilations[-1])
+            return vector.load(tiled.vector_type(width), xb, ivs[:2] + spatial + [last])
+        return vector.load(tiled.vector_type(width), xb,
+                           ivs[:2] + spatial + padding.phase_column(col0, red[-1], stride, dilations[-1]))
 
     def load_init(ivs, row, col0, width):
         splat = ir.DenseElementsAttr.get_splat(tiled.vector_type(width), ir.FloatAttr.get(b.f32(), init_value))
@@ -64,9 +69,13 @@ def _tiled_window_reduce(imp: Importer, x, out_shape, kernel, strides, dilations
     return tiled.as_tensor(out)
 
 
-def _reduce(imp: Importer, x, out_shape, kernel, strides, dilations, init_value: float, combine):
+def _reduce(imp: Importer, x, low, high, out_shape, kernel, strides, dilations, init_value: float, combine):
+    """`x` padded with `init_value` (`low`, `high` per spatial dim), reduced over each window."""
+    low, high = [0, 0] + list(low), [0, 0] + list(high)
     if imp.optimized and b.elem_of(x) == b.f32() and out_shape[-1] > 1:
+        x = padding.padded(x, low, high, init_value, strides[-1])
         return _tiled_window_reduce(imp, x, list(out_shape), kernel, strides, dilations, init_value, combine)
+    x = b.pad(x, low, high, init_value)
     return _window_reduce(x, out_shape, kernel, strides, dilations, init_value, combine)
 
 
@@ -106,9 +115,8 @@ def max_pool(imp: Importer, node: onnx.NodeProto) -> list:
     elem = b.elem_of(x)
     unsigned = imp.unsigned(node.input[0])
     lowest = NEG_INF if b.is_float(elem) else _lowest(elem, unsigned)
-    x = b.pad(x, [0, 0] + low, [0, 0] + high, lowest)
     combine = arith.maximumf if b.is_float(elem) else (lambda acc, v: sc.maximum(acc, v, unsigned))
-    return [_reduce(imp, x, out_shape, kernel, strides, dilations, lowest, combine)]
+    return [_reduce(imp, x, low, high, out_shape, kernel, strides, dilations, lowest, combine)]
 
 
 def _lowest(elem, unsigned: bool) -> int:
@@ -119,8 +127,8 @@ def _lowest(elem, unsigned: bool) -> int:
 @handler("AveragePool")
 def average_pool(imp: Importer, node: onnx.NodeProto) -> list:
     attrs, x_shape, kernel, strides, dilations, low, high, more, out_shape = _geometry(imp, node)
-    x = b.pad(imp.value(node.input[0]), [0, 0] + low, [0, 0] + [h + e for h, e in zip(high, more)], 0.0)
-    total = _reduce(imp, x, out_shape, kernel, strides, dilations, 0.0, arith.addf)
+    total = _reduce(imp, imp.value(node.input[0]), low, [h + e for h, e in zip(high, more)], out_shape, kernel,
+                    strides, dilations, 0.0, arith.addf)
     # Which padded positions count towards the divisor.
     spatial = x_shape[2:]
     mask = np.ones(spatial, dtype=np.float64)
