@@ -121,7 +121,9 @@ def as_buffer(tensor: ir.Value) -> ir.Value:
 
 
 def new_buffer(shape: Sequence[int]) -> ir.Value:
-    return memref.alloc(memref_type(shape), [], [])
+    """A buffer aligned as bufferization aligns its own (64 bytes): ResNet-18's 3x3 Conv read its
+    padded input 30-40% slower from a buffer malloc had aligned to 16 bytes."""
+    return memref.alloc(memref_type(shape), [], [], alignment=64)
 
 
 def as_tensor(buffer: ir.Value) -> ir.Value:
