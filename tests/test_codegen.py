@@ -219,7 +219,8 @@ def pool_model(op: str, c: int, hw: int, rank: int = 2, **attrs) -> onnx.ModelPr
 
 
 # Pooling windows as vector loops: strides (phase copies), pads, ceil_mode, dilation, 1-D and
-# 3-D, AveragePool's divisor rules; a 1-wide output row keeps the scalar generic.
+# 3-D, AveragePool's divisor rules; a 1-wide output row keeps the scalar generic. Global pools put
+# channels in the lanes: 20 = 16 + 4 channels, a 1-D plane, 3 channels (one short vector).
 POOLS = {
     "max_3x3_s2_ceil": ("MaxPool", 5, 28, 2, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
     "max_3x3_s1_pad1": ("MaxPool", 4, 14, 2, dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])),
@@ -233,6 +234,9 @@ POOLS = {
                                                            count_include_pad=1)),
     "avg_2x2_s2": ("AveragePool", 6, 28, 2, dict(kernel_shape=[2, 2], strides=[2, 2])),
     "avg_ceil": ("AveragePool", 3, 17, 2, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    "global_avg_7x7": ("GlobalAveragePool", 20, 7, 2, {}),
+    "global_max_9x9": ("GlobalMaxPool", 40, 9, 2, {}),
+    "global_avg_1d": ("GlobalAveragePool", 3, 30, 1, {}),
 }
 
 
@@ -495,12 +499,17 @@ def _tiny_gemm(tmp_path: Path) -> tuple[Path, Path]:
     return _saved(tmp_path, gemm_model(2, 5, 3, 0, 1, 1.0, 1.0, True, True), (2, 5))
 
 
+def _tiny_global_pool(tmp_path: Path) -> tuple[Path, Path]:
+    """A GlobalAveragePool of 3 channels on 4x4 planes: one vector of 3 lanes."""
+    return _saved(tmp_path, pool_model("GlobalAveragePool", 3, 4), (1, 3, 4, 4))
+
+
 @pytest.mark.parametrize("make", [_tiny_gemm, _tiny_conv, _tiny_conv_clip, _tiny_pointwise, _tiny_strided,
                                   _tiny_depthwise, _tiny_channels,
                                   _tiny_pool("MaxPool", kernel_shape=[3, 3], strides=[2, 2]),
-                                  _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1])],
+                                  _tiny_pool("AveragePool", kernel_shape=[2, 2], pads=[1, 0, 0, 1]), _tiny_global_pool],
                          ids=["gemm", "conv", "conv_clip", "pointwise", "strided", "depthwise", "channels", "maxpool",
-                              "avgpool"])
+                              "avgpool", "global_avgpool"])
 def test_exhaustive_outcomes_identical(make, tmp_path, monkeypatch):
     """Every (instance, bit) of the reference build exists once in the optimized build, with the same
     value before and after the fault and the same outcome: only the numbering order differs."""

@@ -218,11 +218,44 @@ def elementwise(values: Sequence[ir.Value], body: Callable[..., ir.Value],
     `out_elem` elements (default: those of the first value)."""
     shapes = [shape_of(v) for v in values]
     out_shape = tuple(out_shape) if out_shape is not None else broadcast_shape(*shapes)
-    rank = len(out_shape)
     out_elem = out_elem or elem_of(values[0])
+    groups = collapsible_dims(shapes, out_shape)
+    if len(groups) < len(out_shape):
+        # One loop per group of dims that every operand reads alike (whole or broadcast): a 7x7
+        # plane's 49 elements become one loop that LLVM vectorizes, where seven loops of 7 left a
+        # scalar remainder each (EfficientNet's exp per element). Same elements, same row-major order.
+        full = [(1,) * (len(out_shape) - len(s)) + tuple(s) for s in shapes]
+        values = [reshape(v, [int(np.prod([s[d] for d in g])) for g in groups]) for v, s in zip(values, full)]
+        shapes = [shape_of(v) for v in values]
+        collapsed = tuple(int(np.prod([out_shape[d] for d in g])) for g in groups)
+        return reshape(elementwise(values, body, collapsed, out_elem), out_shape)
+    rank = len(out_shape)
     return generic(values, [broadcast_map(s, out_shape) for s in shapes], empty(out_shape, out_elem),
                    affine_map(rank, dims(rank)), [PARALLEL] * rank,
                    lambda *args: body(*args[:-1]))
+
+
+def collapsible_dims(shapes: Sequence[Sequence[int]], out_shape: Sequence[int]) -> list[list[int]]:
+    """Runs of adjacent output dims that each operand (numpy-broadcast) either spans whole or
+    broadcasts in every dim of the run: they can run as one loop."""
+    full = [(1,) * (len(out_shape) - len(s)) + tuple(s) for s in shapes]
+
+    def kind(shape: tuple[int, ...], d: int) -> str | None:  # None: either (a dim of extent 1)
+        if out_shape[d] == 1:
+            return None
+        return "whole" if shape[d] == out_shape[d] else "broadcast"
+
+    groups: list[list[int]] = []
+    kinds: list[list[str | None]] = []
+    for d in range(len(out_shape)):
+        here = [kind(s, d) for s in full]
+        if groups and all(a is None or b is None or a == b for a, b in zip(kinds[-1], here)):
+            groups[-1].append(d)
+            kinds[-1] = [a if a is not None else b for a, b in zip(kinds[-1], here)]
+        else:
+            groups.append([d])
+            kinds.append(here)
+    return groups
 
 
 def reassociation_all(rank: int) -> list[list[int]]:

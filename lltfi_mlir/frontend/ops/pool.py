@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from mlir import ir
-from mlir.dialects import arith, vector
+from mlir.dialects import arith, memref, vector
 
 from .. import builders as b
 from .. import scalars as sc
@@ -146,6 +146,35 @@ def average_pool(imp: Importer, node: onnx.NodeProto) -> list:
     return [b.elementwise([total, counts], lambda s, c: arith.divf(s, c), out_shape)]
 
 
+def _tiled_global_reduce(imp: Importer, x, init_value: float, combine):
+    """A global pool with channels in the vector lanes (`--codegen optimized`): lane c starts at
+    `init_value` and combines channel c's plane in row-major order, the reference's order, so each
+    lane is one reference instance. The reference's one chain of adds per channel ran at one
+    element per add latency (EfficientNet's squeeze-excitation pools: 2.5 ms against onnxruntime's
+    0.5). Each lane's element is its own scalar load, as in the reference."""
+    x_shape = b.shape_of(x)
+    n, channels, spatial = x_shape[0], x_shape[1], list(x_shape[2:])
+    xb = tiled.as_buffer(x)
+    out = tiled.new_buffer((n, channels))
+
+    def load_vector(ivs, red, col0, width):
+        return vector.from_elements(tiled.vector_type(width),
+                                    [memref.load(xb, [ivs[0], tiled.add(col0, lane)] + red) for lane in range(width)])
+
+    def load_init(ivs, row, col0, width):
+        splat = ir.DenseElementsAttr.get_splat(tiled.vector_type(width), ir.FloatAttr.get(b.f32(), init_value))
+        return arith.ConstantOp(tiled.vector_type(width), splat).result
+
+    def store(ivs, row, col0, vec):
+        vector.store(vec, out, [ivs[0], col0])
+
+    tiled.emit(tiled.Contraction(
+        outer=[n], row_at=1, rows=1, cols=channels, reduction=spatial, load_vector=load_vector,
+        load_scalar=None, load_init=load_init, store=store, step=lambda acc, _, v: combine(acc, v)),
+        imp.slots, imp.tile_policy)
+    return b.reshape(tiled.as_tensor(out), (n, channels) + (1,) * len(spatial))
+
+
 @handler("GlobalAveragePool", "GlobalMaxPool")
 def global_pool(imp: Importer, node: onnx.NodeProto) -> list:
     x = imp.value(node.input[0])
@@ -153,8 +182,12 @@ def global_pool(imp: Importer, node: onnx.NodeProto) -> list:
     rank = len(x_shape) - 2
     kernel = list(x_shape[2:])
     out_shape = tuple(x_shape[:2]) + (1,) * rank
+    init_value, combine = (NEG_INF, arith.maximumf) if node.op_type == "GlobalMaxPool" else (0.0, arith.addf)
+    if imp.optimized and b.elem_of(x) == b.f32() and x_shape[1] > 1 and rank > 0:
+        total = _tiled_global_reduce(imp, x, init_value, combine)
+    else:
+        total = _window_reduce(x, out_shape, kernel, [1] * rank, [1] * rank, init_value, combine)
     if node.op_type == "GlobalMaxPool":
-        return [_window_reduce(x, out_shape, kernel, [1] * rank, [1] * rank, NEG_INF, arith.maximumf)]
-    total = _window_reduce(x, out_shape, kernel, [1] * rank, [1] * rank, 0.0, arith.addf)
+        return [total]
     count = float(np.prod(kernel))
     return [b.elementwise([total], lambda s: arith.divf(s, b.scalar(count)))]
