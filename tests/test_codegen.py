@@ -91,8 +91,7 @@ CONVS = {
     "pointwise_13x13_rows": (24, 20, 13, 1, 1, 1, (0, 0), 1, True, 2),
     "pointwise_16_wide": (6, 7, 16, 1, 1, 1, (0, 0), 1, True, 2),
     "pointwise_stride2": (6, 7, 15, 1, 2, 1, (0, 0), 1, True, 2),
-    # Strided rows read from phase copies of the input, except where there is too little work per
-    # column (depthwise: wide loads and shuffles).
+    # Strided rows read from phase copies of the input (frontend/padding.py), depthwise ones too.
     "depthwise_stride2": (8, 8, 15, 3, 2, 1, (1, 1), 8, True, 2),
     # Depthwise tiles hold up to 12 channels: a remainder block of channels (20 = 12 + 8), a 7x7
     # plane, asymmetric pads, 5x5 stride 2, dilation.
