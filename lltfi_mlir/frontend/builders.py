@@ -224,9 +224,8 @@ def elementwise(values: Sequence[ir.Value], body: Callable[..., ir.Value],
         # One loop per group of dims that every operand reads alike (whole or broadcast): a 7x7
         # plane's 49 elements become one loop that LLVM vectorizes, where seven loops of 7 left a
         # scalar remainder each (EfficientNet's exp per element). Same elements, same row-major order.
-        full = [(1,) * (len(out_shape) - len(s)) + tuple(s) for s in shapes]
+        full = [right_aligned(s, len(out_shape)) for s in shapes]
         values = [reshape(v, [int(np.prod([s[d] for d in g])) for g in groups]) for v, s in zip(values, full)]
-        shapes = [shape_of(v) for v in values]
         collapsed = tuple(int(np.prod([out_shape[d] for d in g])) for g in groups)
         return reshape(elementwise(values, body, collapsed, out_elem), out_shape)
     rank = len(out_shape)
@@ -235,10 +234,15 @@ def elementwise(values: Sequence[ir.Value], body: Callable[..., ir.Value],
                    lambda *args: body(*args[:-1]))
 
 
+def right_aligned(shape: Sequence[int], rank: int) -> tuple[int, ...]:
+    """`shape` with the leading 1s numpy broadcasting gives it against a rank-`rank` output."""
+    return (1,) * (rank - len(shape)) + tuple(shape)
+
+
 def collapsible_dims(shapes: Sequence[Sequence[int]], out_shape: Sequence[int]) -> list[list[int]]:
     """Runs of adjacent output dims that each operand (numpy-broadcast) either spans whole or
     broadcasts in every dim of the run: they can run as one loop."""
-    full = [(1,) * (len(out_shape) - len(s)) + tuple(s) for s in shapes]
+    full = [right_aligned(s, len(out_shape)) for s in shapes]
 
     def kind(shape: tuple[int, ...], d: int) -> str | None:  # None: either (a dim of extent 1)
         if out_shape[d] == 1:
